@@ -1,0 +1,446 @@
+"""The image canvas: pyqtgraph view of the image, the label overlay, brush and polygon previews.
+
+Coordinates. Image coordinates put pixel *centres* on integers, as core/annotation/tools.py does:
+pixel (row i, column j) covers ``[j - 0.5, j + 0.5) x [i - 0.5, i + 0.5)`` and has centre (x=j, y=i).
+pyqtgraph's ImageItem puts pixel (i, j) over ``[j, j+1) x [i, i+1)``, so the image and the overlay
+are shifted by (-0.5, -0.5); after that the ViewBox's view coordinates *are* image coordinates and
+every item (overlay, brush circle, polygon) is placed in them directly.
+
+Mouse routing. One event filter on the GraphicsView's viewport sees every mouse event before
+pyqtgraph does. It tracks the cursor (``cursor_moved``, brush circle) and then offers the event
+to the input handler (the ToolController, see :meth:`ImageCanvas.set_input_handler`); an event the
+handler consumes never reaches the scene, so a painting tool's left-drag cannot pan. Events it
+leaves go to pyqtgraph's ViewBox, subclassed here so that middle- and right-drag pan, left-drag
+pans only in pan mode or while Space is held, and the wheel zooms around the cursor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (
+    QGraphicsItem,
+    QStyleOptionGraphicsItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.canvas.overlay import BBox, LabelOverlayItem
+from core.io import auto_levels
+
+Point = tuple[float, float]
+MOUSE_EVENTS = (
+    QEvent.Type.MouseButtonPress,
+    QEvent.Type.MouseMove,
+    QEvent.Type.MouseButtonRelease,
+    QEvent.Type.MouseButtonDblClick,
+)
+
+
+class CanvasInputHandler(Protocol):
+    """What the canvas offers its input events to (the ToolController implements it)."""
+
+    def canvas_mouse_event(self, event: QMouseEvent, x: float, y: float) -> bool:
+        """Handle a viewport mouse event at image point (x, y); True consumes it."""
+
+    def canvas_key_event(self, event: QKeyEvent) -> bool:
+        """Handle a KeyPress/ShortcutOverride of the view; True consumes (claims) it."""
+
+
+# -- levels --------------------------------------------------------------------------------------------
+def default_levels(image: np.ndarray) -> tuple[float, float]:
+    """Display range of an image: 0-255 for 8-bit images, robust percentiles otherwise."""
+    if image.dtype == np.uint8:
+        return 0.0, 255.0
+    return auto_levels(image)  # 0.5/99.5 percentiles of a subsample, NaN-safe
+
+
+# -- view box ------------------------------------------------------------------------------------------
+class _CanvasViewBox(pg.ViewBox):
+    """ViewBox whose drags always pan: middle and right always, left only when allowed."""
+
+    def __init__(self, left_pans: Callable[[], bool]) -> None:
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
+        self._left_pans = left_pans
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        button = ev.button()
+        if button not in (Qt.MouseButton.LeftButton, Qt.MouseButton.MiddleButton,
+                          Qt.MouseButton.RightButton):
+            ev.ignore()
+            return
+        if button == Qt.MouseButton.LeftButton and not self._left_pans():
+            ev.ignore()
+            return
+        ev.accept()
+        delta = self.mapToView(ev.lastPos()) - self.mapToView(ev.pos())
+        self.translateBy(x=delta.x(), y=delta.y())
+        self.sigRangeChangedManually.emit(self.state["mouseEnabled"])
+
+
+# -- preview items --------------------------------------------------------------------------------------
+def _cosmetic_pen(color: QColor, width: float, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> QPen:
+    pen = QPen(color, width, style)
+    pen.setCosmetic(True)
+    return pen
+
+
+class BrushCursorItem(QGraphicsItem):
+    """Circle of the brush radius around the mouse: a dark 2 px halo under a light 1 px line.
+
+    The pens stay inside the 2-pixel margin QGraphicsView adds to update rectangles, so moving
+    the circle leaves no trails at any zoom.
+    """
+
+    def __init__(self, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        self._radius = 1.0
+        self._dark = _cosmetic_pen(QColor(0, 0, 0, 200), 2.0)
+        self._light = _cosmetic_pen(QColor(255, 255, 255, 230), 1.0)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def set_radius(self, radius: float) -> None:
+        radius = max(float(radius), 0.5)
+        if radius != self._radius:
+            self.prepareGeometryChange()
+            self._radius = radius
+
+    def radius(self) -> float:
+        return self._radius
+
+    def boundingRect(self) -> QRectF:
+        r = self._radius
+        return QRectF(-r, -r, 2 * r, 2 * r)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
+              widget: QWidget | None = None) -> None:
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for pen in (self._dark, self._light):
+            painter.setPen(pen)
+            painter.drawEllipse(self.boundingRect())
+
+
+class PolygonPreviewItem(QGraphicsItem):
+    """The polygon clicked so far, a dashed rubber band to the mouse, a mark on every vertex."""
+
+    MARK = 3.0  # half-size of a vertex mark, in screen pixels
+
+    def __init__(self, parent: QGraphicsItem | None = None) -> None:
+        super().__init__(parent)
+        self._points: list[Point] = []
+        self._mouse: Point | None = None
+        self._pad = 1.0
+        self._line = _cosmetic_pen(QColor(255, 230, 0), 1.5)
+        self._band = _cosmetic_pen(QColor(255, 230, 0), 1.0, Qt.PenStyle.DashLine)
+        self._mark = _cosmetic_pen(QColor(0, 0, 0), 1.0)
+        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
+
+    def set_path(self, points: Sequence[Point], mouse: Point | None, pixel: float) -> None:
+        """Show ``points`` and a band to ``mouse``; ``pixel`` = image units per screen pixel."""
+        self.prepareGeometryChange()
+        self._points = [(float(x), float(y)) for x, y in points]
+        self._mouse = None if mouse is None else (float(mouse[0]), float(mouse[1]))
+        self._pad = (self.MARK + 2.0) * pixel  # room for the screen-sized vertex marks
+
+    def points(self) -> list[Point]:
+        return list(self._points)
+
+    def boundingRect(self) -> QRectF:
+        pts = self._points + ([self._mouse] if self._mouse is not None and self._points else [])
+        if not pts:
+            return QRectF()
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        pad = self._pad
+        return QRectF(min(xs) - pad, min(ys) - pad,
+                      max(xs) - min(xs) + 2 * pad, max(ys) - min(ys) + 2 * pad)
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
+              widget: QWidget | None = None) -> None:
+        if not self._points:
+            return
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        path = QPainterPath(QPointF(*self._points[0]))
+        for x, y in self._points[1:]:
+            path.lineTo(x, y)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.setPen(self._line)
+        painter.drawPath(path)
+        if self._mouse is not None:
+            painter.setPen(self._band)
+            painter.drawLine(QPointF(*self._points[-1]), QPointF(*self._mouse))
+        # Marks keep their screen size: draw them untransformed at the mapped vertices.
+        transform = painter.transform()
+        painter.resetTransform()
+        painter.setPen(self._mark)
+        for index, (x, y) in enumerate(self._points):
+            centre = transform.map(QPointF(x, y))
+            first = index == 0  # the closing target: larger and red
+            m = self.MARK + (1.5 if first else 0.0)
+            painter.setBrush(QColor(255, 80, 80) if first else QColor(255, 230, 0))
+            painter.drawRect(QRectF(centre.x() - m, centre.y() - m, 2 * m, 2 * m))
+        painter.setTransform(transform)
+
+
+# -- the canvas -------------------------------------------------------------------------------------------
+class ImageCanvas(QWidget):
+    """Image view with a label overlay; see the module docstring for coordinates and routing.
+
+    Signals:
+        cursor_moved(x, y): The mouse moved over the view; image coordinates (pixel centres at
+            integers; the pixel under the cursor is ``(floor(x + 0.5), floor(y + 0.5))``).
+        cursor_left(): The mouse left the view.
+    """
+
+    cursor_moved = Signal(float, float)
+    cursor_left = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._image: np.ndarray | None = None
+        self._levels: tuple[float, float] | None = None
+        self._handler: CanvasInputHandler | None = None
+        self._pan_mode = False
+        self._space_held = False
+        self._brush_radius: float | None = None
+
+        self.view = pg.GraphicsView(self, background=(32, 32, 32))
+        self.view_box = _CanvasViewBox(self.left_drag_pans)
+        self.view.setCentralItem(self.view_box)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.overlay = LabelOverlayItem()
+        self.brush_cursor = BrushCursorItem()
+        self.polygon_preview = PolygonPreviewItem()
+        for z, item in enumerate((self.image_item, self.overlay)):
+            item.setPos(-0.5, -0.5)  # pixel centres on integer view coordinates
+            item.setZValue(z)
+            self.view_box.addItem(item)
+        for z, item in enumerate((self.polygon_preview, self.brush_cursor), start=10):
+            item.setZValue(z)
+            item.setVisible(False)
+            self.view_box.addItem(item, ignoreBounds=True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.view)
+        self.view.viewport().installEventFilter(self)
+        self.view.installEventFilter(self)
+        self.view.viewport().setCursor(Qt.CursorShape.CrossCursor)
+
+    # -- image -------------------------------------------------------------------------------------
+    def set_image(self, array: np.ndarray, levels: tuple[float, float] | None = None, *,
+                  fit_view: bool | None = None) -> None:
+        """Show an image: (H, W) grey of any dtype or (H, W, 3|4) RGB(A) uint8/uint16.
+
+        Args:
+            array: The pixels (kept by reference for :meth:`value_at`).
+            levels: Display range (lo, hi); None = automatic (robust percentiles; 0-255 for
+                8-bit colour).
+            fit_view: Fit the image in the view; None = only when the image size changed.
+        """
+        image = np.asarray(array)
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+            raise ValueError(f"expected an (H, W) or (H, W, 3|4) image, got shape {image.shape}")
+        if image.dtype == bool:
+            image = image.astype(np.uint8)
+        old_size = self.image_size()
+        self._image = image
+        self._levels = tuple(levels) if levels is not None else default_levels(image)
+        self.image_item.setImage(image, autoLevels=False, levels=self._levels)
+        if fit_view or (fit_view is None and self.image_size() != old_size):
+            self.fit()
+
+    def image(self) -> np.ndarray | None:
+        return self._image
+
+    def image_size(self) -> tuple[int, int] | None:
+        """(width, height) of the image in pixels, or None before any image."""
+        if self._image is None:
+            return None
+        return int(self._image.shape[1]), int(self._image.shape[0])
+
+    def set_levels(self, lo: float, hi: float) -> None:
+        self._levels = (float(lo), float(hi))
+        self.image_item.setLevels(self._levels)
+
+    def levels(self) -> tuple[float, float] | None:
+        return self._levels
+
+    def value_at(self, x: float, y: float) -> int | float | tuple | None:
+        """Image value of the pixel containing image point (x, y); None outside the image.
+
+        A grey image gives a number, a colour image a tuple of channel values.
+        """
+        pixel = self._pixel_index(x, y, self._image)
+        if pixel is None:
+            return None
+        value = self._image[pixel]
+        return tuple(value.tolist()) if value.ndim else value.item()
+
+    def label_at(self, x: float, y: float) -> int | None:
+        """Label of the pixel containing image point (x, y); None outside or without labels."""
+        labels = self.overlay.labels()
+        pixel = self._pixel_index(x, y, labels)
+        return None if pixel is None else int(labels[pixel])
+
+    @staticmethod
+    def _pixel_index(x: float, y: float, array: np.ndarray | None) -> tuple[int, int] | None:
+        if array is None or not (math.isfinite(x) and math.isfinite(y)):
+            return None
+        col, row = math.floor(x + 0.5), math.floor(y + 0.5)
+        if 0 <= row < array.shape[0] and 0 <= col < array.shape[1]:
+            return row, col
+        return None
+
+    # -- labels ------------------------------------------------------------------------------------
+    def set_labels(self, labels2d: np.ndarray | None, palette: np.ndarray | None = None) -> None:
+        """Show a label plane (kept by reference: edits made in place show after a refresh)."""
+        self.overlay.set_labels(labels2d, palette)
+
+    def refresh_labels(self, bbox: BBox | None = None) -> None:
+        """Redraw the labels inside bbox (y0, y1, x0, x1), e.g. ``edit.bbox_2d()``; None = all."""
+        self.overlay.refresh(bbox)
+
+    def set_palette(self, palette: np.ndarray) -> None:
+        self.overlay.set_palette(palette)
+
+    def set_overlay_opacity(self, opacity: float) -> None:
+        self.overlay.set_opacity(opacity)
+
+    def set_outline_mode(self, outline: bool) -> None:
+        self.overlay.set_outline_mode(outline)
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self.overlay.setVisible(bool(visible))
+
+    def overlay_visible(self) -> bool:
+        return self.overlay.isVisible()
+
+    # -- view ----------------------------------------------------------------------------------------
+    def fit(self) -> None:
+        """Show the whole image, as large as the view allows."""
+        size = self.image_size()
+        if size is not None:
+            self.view_box.setRange(QRectF(-0.5, -0.5, size[0], size[1]), padding=0.0)
+
+    def zoom_1to1(self) -> None:
+        """One image pixel per screen (logical) pixel, keeping the view centre."""
+        centre = self.view_box.viewRect().center()
+        width, height = self.view_box.width(), self.view_box.height()
+        self.view_box.setRange(
+            QRectF(centre.x() - width / 2, centre.y() - height / 2, width, height), padding=0.0
+        )
+
+    def zoom_factor(self) -> float:
+        """Screen pixels per image pixel."""
+        return 1.0 / self.view_box.viewPixelSize()[0]
+
+    def view_rect(self) -> QRectF:
+        """The visible part of the image plane, in image coordinates."""
+        return self.view_box.viewRect()
+
+    def map_widget_to_image(self, pos: QPointF) -> Point:
+        """Image coordinates of a point given in viewport (= canvas) pixel coordinates."""
+        scene = self.view.viewportTransform().inverted()[0].map(QPointF(pos))
+        point = self.view_box.mapSceneToView(scene)
+        return point.x(), point.y()
+
+    def map_image_to_widget(self, x: float, y: float) -> QPointF:
+        """Viewport (= canvas) pixel coordinates of image point (x, y)."""
+        scene = self.view_box.mapViewToScene(QPointF(x, y))
+        return self.view.viewportTransform().map(scene)
+
+    def viewport(self) -> QWidget:
+        """The widget that receives the mouse events (send synthetic events here)."""
+        return self.view.viewport()
+
+    # -- tools' hooks ----------------------------------------------------------------------------------
+    def set_input_handler(self, handler: CanvasInputHandler | None) -> None:
+        """Offer every viewport mouse event and view key event to ``handler`` first."""
+        self._handler = handler
+
+    def set_pan_mode(self, pan: bool) -> None:
+        """Left-drag pans (the pan tool); the cursor shows an open hand."""
+        self._pan_mode = bool(pan)
+        self._update_cursor_shape()
+
+    def left_drag_pans(self) -> bool:
+        return self._pan_mode or self._space_held
+
+    @property
+    def space_held(self) -> bool:
+        """True while Space is held over the focused canvas (Space+left-drag pans)."""
+        return self._space_held
+
+    def set_brush_cursor(self, radius: float | None) -> None:
+        """Show a circle of ``radius`` image pixels at the mouse; None hides it."""
+        self._brush_radius = None if radius is None else float(radius)
+        if radius is None:
+            self.brush_cursor.setVisible(False)
+        else:
+            self.brush_cursor.set_radius(radius)
+
+    def set_polygon_preview(self, points: Sequence[Point], mouse: Point | None = None) -> None:
+        """Show the polygon being drawn: ``points`` so far and a rubber band to ``mouse``."""
+        pixel = self.view_box.viewPixelSize()[0] if self.view_box.width() > 0 else 1.0
+        self.polygon_preview.set_path(points, mouse, pixel)
+        self.polygon_preview.setVisible(bool(points))
+
+    def clear_polygon_preview(self) -> None:
+        self.set_polygon_preview([], None)
+
+    # -- events --------------------------------------------------------------------------------------
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if watched is self.view.viewport():
+            if kind in MOUSE_EVENTS:
+                return self._mouse_event(event)
+            if kind == QEvent.Type.Leave:
+                self.brush_cursor.setVisible(False)
+                self.cursor_left.emit()
+        elif watched is self.view:
+            if kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease,
+                        QEvent.Type.ShortcutOverride):
+                return self._key_event(event)
+            if kind == QEvent.Type.FocusOut and self._space_held:
+                self._space_held = False
+                self._update_cursor_shape()
+        return super().eventFilter(watched, event)
+
+    def _mouse_event(self, event: QMouseEvent) -> bool:
+        x, y = self.map_widget_to_image(event.position())
+        if event.type() == QEvent.Type.MouseButtonPress:
+            self.view.setFocus(Qt.FocusReason.MouseFocusReason)  # for Space, Enter, Esc, [ ]
+        if event.type() == QEvent.Type.MouseMove:
+            if self._brush_radius is not None:
+                self.brush_cursor.setPos(x, y)
+                self.brush_cursor.setVisible(True)
+            self.cursor_moved.emit(x, y)
+        return self._handler is not None and self._handler.canvas_mouse_event(event, x, y)
+
+    def _key_event(self, event: QKeyEvent) -> bool:
+        if event.key() == Qt.Key.Key_Space:
+            if event.type() == QEvent.Type.ShortcutOverride:
+                event.accept()  # Space is ours while the canvas has focus
+                return True
+            if not event.isAutoRepeat():
+                self._space_held = event.type() == QEvent.Type.KeyPress
+                self._update_cursor_shape()
+            return True
+        if event.type() == QEvent.Type.KeyRelease or self._handler is None:
+            return False
+        if self._handler.canvas_key_event(event):
+            event.accept()
+            return True
+        return False
+
+    def _update_cursor_shape(self) -> None:
+        shape = Qt.CursorShape.OpenHandCursor if self.left_drag_pans() \
+            else Qt.CursorShape.CrossCursor
+        self.view.viewport().setCursor(shape)

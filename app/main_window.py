@@ -1,0 +1,312 @@
+"""The main window: composes the canvas, the panels and the actions; holds no business logic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, Qt
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QWidget,
+)
+
+from app import settings
+from app.actions import add_menu, make_action
+from app.canvas.tools import ToolController
+from app.canvas.viewer import ImageCanvas
+from app.dialogs.export_dialog import ExportDialog
+from app.dialogs.help_dialog import ShortcutsDialog
+from app.panels.classes_panel import ClassesPanel
+from app.panels.display_panel import DisplayPanel
+from app.panels.items_panel import ItemsPanel
+from app.toolbar import ToolOptionsBar
+from app.workspace import Workspace
+from core.errors import SegStudioError, StorageFullError
+
+
+class MainWindow(QMainWindow):
+    """SegStudio's window. ``open_paths`` opens images, folders or a project."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("SegStudio")
+        self.setAcceptDrops(True)
+        self.workspace = Workspace(self)
+        self.canvas = ImageCanvas()
+        self.setCentralWidget(self.canvas)
+        self.tools = ToolController(self.canvas, lambda: self.workspace.session, self)
+        self.classes_panel = ClassesPanel(self.workspace)
+        self.items_panel = ItemsPanel(self.workspace)
+        self.display_panel = DisplayPanel()
+        self.options_bar = ToolOptionsBar(self.tools, self)
+        self.addToolBar(self.options_bar)
+        self._dock("Classes", self.classes_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
+        self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        self.cursor_label = QLabel("")
+        self.statusBar().addPermanentWidget(self.cursor_label)
+        self._build_actions()
+        self._connect()
+        self._restore_settings()
+
+    # -- construction ------------------------------------------------------------------------------
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(f"dock_{title.lower()}")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+
+    def _build_actions(self) -> None:
+        act = lambda name, slot, **kw: make_action(self, name, slot, **kw)  # noqa: E731
+        self.actions_by_id: dict[str, QAction] = {}
+        specs = [
+            ("open_images", self.choose_images), ("open_project", self.choose_project),
+            ("export", self.show_export), ("quit", self.close), ("undo", self.undo),
+            ("redo", self.redo), ("next_item", lambda: self._step_item(1)),
+            ("previous_item", lambda: self._step_item(-1)),
+            ("brush_smaller", self.tools.shrink_brush), ("brush_larger", self.tools.grow_brush),
+            ("preserve", self.options_bar.preserve.toggle),
+            ("next_frame", lambda: self._step_frame(1)),
+            ("previous_frame", lambda: self._step_frame(-1)),
+            ("mark_done", lambda: self.workspace.set_item_state("done")),
+            ("mark_review", lambda: self.workspace.set_item_state("needs_review")),
+            ("fit", self.canvas.fit), ("zoom_1to1", self.canvas.zoom_1to1),
+            ("toggle_overlay", self.display_panel.show_labels.toggle),
+            ("toggle_outline", self.display_panel.outline.toggle),
+            ("help", self.show_shortcuts),
+        ]
+        for name, slot in specs:
+            self.actions_by_id[name] = act(name, lambda s=slot: self._guard(s))
+        for name, tool in (("tool_brush", "brush"), ("tool_eraser", "eraser"),
+                           ("tool_fill", "fill"), ("tool_polygon", "polygon"),
+                           ("tool_pan", "pan")):
+            self.actions_by_id[name] = act(name, lambda t=tool: self.tools.set_tool(t))
+        for number in range(1, 10):
+            self.actions_by_id[f"class_{number}"] = act(
+                f"class_{number}", lambda n=number: self.classes_panel.select_row(n))
+        a = self.actions_by_id
+        self.recent_menu = add_menu(self, "&File", [a["open_images"], a["open_project"], None,
+                                                     a["export"], None, a["quit"]])
+        add_menu(self, "&Edit", [a["undo"], a["redo"], None, a["brush_smaller"],
+                                 a["brush_larger"], a["preserve"]])
+        add_menu(self, "&Tools", [a["tool_brush"], a["tool_eraser"], a["tool_fill"],
+                                  a["tool_polygon"], a["tool_pan"]])
+        add_menu(self, "&View", [a["fit"], a["zoom_1to1"], None, a["toggle_overlay"],
+                                 a["toggle_outline"]])
+        add_menu(self, "&Item", [a["next_item"], a["previous_item"], a["next_frame"],
+                                 a["previous_frame"], None, a["mark_done"], a["mark_review"]])
+        add_menu(self, "&Help", [a["help"]])
+
+    def _connect(self) -> None:
+        ws = self.workspace
+        ws.item_opened.connect(self._show_item)
+        ws.frame_changed.connect(lambda _f: self._show_plane())
+        ws.classes_changed.connect(self._on_classes_changed)
+        ws.project_changed.connect(self._update_title)
+        self.items_panel.item_activated.connect(lambda row: self._guard(lambda: self._open_item(row)))
+        self.classes_panel.class_selected.connect(self.tools.set_class_index)
+        self.tools.error.connect(self._show_error)
+        self.tools.edited.connect(lambda _e: self._update_title())
+        dp = self.display_panel
+        dp.opacity_changed.connect(self._set_opacity)
+        dp.outline_changed.connect(self.canvas.set_outline_mode)
+        dp.overlay_visible_changed.connect(self.canvas.set_overlay_visible)
+        dp.levels_changed.connect(self.canvas.set_levels)
+        dp.auto_levels_requested.connect(self._auto_levels)
+        dp.frame_changed.connect(self._set_frame)
+        self.canvas.cursor_moved.connect(self._show_cursor)
+
+    def _restore_settings(self) -> None:
+        geometry = settings.settings().value("window/geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        opacity = int(settings.value("display/opacity", 50, int))
+        self.display_panel.opacity.setValue(opacity)
+        self._set_opacity(opacity / 100.0)
+
+    # -- opening -------------------------------------------------------------------------------------
+    def open_paths(self, paths: list[str]) -> bool:
+        """Open images, folders or a project; errors are shown, never raised."""
+        try:
+            report = self.workspace.open_paths([Path(p) for p in paths])
+        except SegStudioError as err:
+            self._show_error(str(err))
+            return False
+        if self.workspace.project is not None:
+            settings.remember_project(str(self.workspace.project.folder))
+        if report is not None and report.skipped:
+            lines = "\n".join(f"{p}: {why}" for p, why in report.skipped[:20])
+            QMessageBox.warning(self, "Some files were not added",
+                                f"{len(report.skipped)} file(s) could not be added:\n{lines}")
+        return True
+
+    def choose_images(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Open images", "", "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
+        if files:
+            self.open_paths(files)
+
+    def choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a project or a folder of images")
+        if folder:
+            self.open_paths([folder])
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt naming
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt naming
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if not paths:
+            return
+        if self.workspace.project is not None:
+            self._guard(lambda: self._report_added(self.workspace.add_paths(paths)))
+        else:
+            self.open_paths(paths)
+
+    def _report_added(self, report) -> None:
+        self.statusBar().showMessage(
+            f"Added {len(report.added_ids)} item(s); skipped {len(report.skipped)}.", 5000)
+
+    # -- showing -------------------------------------------------------------------------------------
+    def _show_item(self) -> None:
+        item = self.workspace.item
+        if item is None:
+            return
+        self.display_panel.set_frame_count(item.frames)
+        self._show_plane(fit=True)
+        if self.workspace.image_error:
+            self.statusBar().showMessage(self.workspace.image_error, 10000)
+        self._update_title()
+
+    def _show_plane(self, fit: bool = False) -> None:
+        image, labels = self.workspace.image_plane(), self.workspace.label_plane()
+        if image is None or labels is None:
+            return
+        self.canvas.set_image(image)
+        self.canvas.set_labels(labels, self.workspace.palette())
+        self.display_panel.show_levels(*self.canvas.levels())
+        if fit:
+            self.canvas.fit()
+
+    def _on_classes_changed(self) -> None:
+        self.canvas.set_palette(self.workspace.palette())
+
+    def _set_opacity(self, opacity: float) -> None:
+        self.canvas.set_overlay_opacity(opacity)
+        settings.set_value("display/opacity", int(round(opacity * 100)))
+
+    def _auto_levels(self) -> None:
+        from core.io import auto_levels
+
+        image = self.workspace.image_plane()
+        if image is not None:
+            low, high = auto_levels(image)
+            self.canvas.set_levels(low, high)
+            self.display_panel.show_levels(low, high)
+
+    def _open_item(self, row: int) -> None:
+        self.tools.finish_pending()
+        self.workspace.open_item(row)
+
+    def _step_item(self, delta: int) -> None:
+        self.tools.finish_pending()
+        self.workspace.step_item(delta)
+
+    def _set_frame(self, frame: int) -> None:
+        self.tools.finish_pending()
+        self.workspace.set_frame(frame)
+
+    def _step_frame(self, delta: int) -> None:
+        self.display_panel.frame.setValue(self.workspace.frame + delta)
+
+    def _show_cursor(self, x: float, y: float) -> None:
+        ix, iy = int(round(x)), int(round(y))
+        labels = self.workspace.label_plane()
+        if labels is None or not (0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1]):
+            self.cursor_label.setText("")
+            return
+        value = self.canvas.value_at(x, y)
+        label = int(labels[iy, ix])
+        name = {c.index: c.name for c in self.workspace.classes()}.get(label, "?")
+        shown = "" if value is None else f"  value {_format_value(value)}"
+        self.cursor_label.setText(f"x {ix}  y {iy}{shown}  label {label} ({name})")
+
+    def _update_title(self) -> None:
+        ws = self.workspace
+        parts = ["SegStudio"]
+        if ws.project is not None:
+            parts.append(str(ws.project.folder))
+        if ws.item is not None:
+            parts.append(f"{ws.item.name} [{ws.index + 1}/{len(ws.items)}]")
+        if ws.session is not None and ws.session.unsaved_count:
+            parts.append(f"{ws.session.unsaved_count} edit(s) NOT SAVED")
+        self.setWindowTitle(" — ".join(parts))
+
+    # -- editing ----------------------------------------------------------------------------------------
+    def undo(self) -> None:
+        self.tools.undo()
+        self._update_title()
+
+    def redo(self) -> None:
+        self.tools.redo()
+        self._update_title()
+
+    # -- dialogs and errors -----------------------------------------------------------------------------
+    def show_export(self) -> None:
+        project = self.workspace.project
+        if project is None:
+            raise SegStudioError("Open a project first.")
+        if self.workspace.session is not None:
+            self.workspace.session.checkpoint()
+        default = settings.value("export/last_dir", str(project.folder.parent / "export"), str)
+        dialog = ExportDialog(project, str(default), self)
+        dialog.finished.connect(lambda _r: settings.set_value("export/last_dir",
+                                                              dialog.out_dir.text()))
+        dialog.open()
+        self.export_dialog = dialog
+
+    def show_shortcuts(self) -> None:
+        self.shortcuts_dialog = ShortcutsDialog(self)
+        self.shortcuts_dialog.open()
+
+    def _guard(self, action) -> None:
+        try:
+            action()
+        except SegStudioError as err:
+            self._show_error(str(err))
+
+    def _show_error(self, message: str) -> None:
+        self.statusBar().showMessage(message, 15000)
+        QMessageBox.warning(self, "SegStudio", message)
+        self._update_title()
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt naming
+        self.tools.finish_pending()
+        try:
+            self.workspace.close()
+        except StorageFullError as err:
+            answer = QMessageBox.question(
+                self, "Unsaved edits",
+                f"{err}\n\nQuit anyway and lose the unsaved edits?")
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.workspace.close(force=True)
+        settings.set_value("window/geometry", self.saveGeometry())
+        super().closeEvent(event)
+
+
+def _format_value(value) -> str:
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(_format_value(v) for v in value) + ")"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:.3g}"
+    return str(int(value))

@@ -1,0 +1,80 @@
+"""Display settings: label opacity, outline-only, show/hide, contrast and the page of a stack."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QWidget,
+)
+
+
+class DisplayPanel(QWidget):
+    """Widgets only: the main window connects their signals to the canvas."""
+
+    opacity_changed = Signal(float)
+    outline_changed = Signal(bool)
+    overlay_visible_changed = Signal(bool)
+    levels_changed = Signal(float, float)
+    auto_levels_requested = Signal()
+    frame_changed = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setObjectName("opacity_slider")
+        self.opacity.setRange(0, 100)
+        self.opacity.setValue(50)
+        self.opacity.valueChanged.connect(lambda v: self.opacity_changed.emit(v / 100.0))
+        self.show_labels = QCheckBox("Show labels")
+        self.show_labels.setChecked(True)
+        self.show_labels.toggled.connect(self.overlay_visible_changed)
+        self.outline = QCheckBox("Outline only")
+        self.outline.toggled.connect(self.outline_changed)
+        self.level_low = QDoubleSpinBox()
+        self.level_high = QDoubleSpinBox()
+        for box in (self.level_low, self.level_high):
+            box.setRange(-1e9, 1e9)
+            box.setDecimals(1)
+            box.setKeyboardTracking(False)
+            box.valueChanged.connect(self._emit_levels)
+        auto = QPushButton("Auto")
+        auto.setToolTip("Contrast from the 0.5 and 99.5 percentiles")
+        auto.clicked.connect(self.auto_levels_requested)
+        levels = QHBoxLayout()
+        levels.addWidget(self.level_low)
+        levels.addWidget(self.level_high)
+        levels.addWidget(auto)
+        self.frame = QSpinBox()
+        self.frame.setObjectName("frame_spin")
+        self.frame.valueChanged.connect(self.frame_changed)
+        form = QFormLayout(self)
+        form.addRow("Label opacity", self.opacity)
+        form.addRow(self.show_labels)
+        form.addRow(self.outline)
+        form.addRow("Contrast", levels)
+        form.addRow("Page", self.frame)
+        self.set_frame_count(1)
+
+    def _emit_levels(self) -> None:
+        self.levels_changed.emit(self.level_low.value(), self.level_high.value())
+
+    def show_levels(self, low: float, high: float) -> None:
+        """Display levels set elsewhere without echoing them back."""
+        for box, value in ((self.level_low, low), (self.level_high, high)):
+            box.blockSignals(True)
+            box.setValue(value)
+            box.blockSignals(False)
+
+    def set_frame_count(self, count: int) -> None:
+        self.frame.blockSignals(True)
+        self.frame.setRange(0, max(count - 1, 0))
+        self.frame.setValue(0)
+        self.frame.setEnabled(count > 1)
+        self.frame.blockSignals(False)

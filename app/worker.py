@@ -1,0 +1,85 @@
+"""Run long core jobs off the UI thread, with progress and cancel.
+
+The core takes plain callbacks (``report(done, total)`` and a cancel token with ``is_set()``) and
+knows nothing of Qt; :class:`Job` adapts them to signals and runs the function on a QThread.
+"""
+
+from __future__ import annotations
+
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, QThread, Signal, Slot
+
+from core.errors import SegStudioError
+
+
+class Job(QObject):
+    """A function ``fn(report=..., cancel=...)`` run on its own thread.
+
+    Signals are delivered on the thread that owns the Job (the UI thread).
+    """
+
+    progress = Signal(int, int)
+    succeeded = Signal(object)
+    failed = Signal(str)
+    finished = Signal()
+
+    def __init__(self, fn: Callable[..., Any], parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._fn = fn
+        self.cancel_token = threading.Event()
+        self._thread = QThread()
+        self._runner = _Runner(fn, self.cancel_token)
+        self._runner.moveToThread(self._thread)
+        self._thread.started.connect(self._runner.run)
+        self._runner.progress.connect(self.progress)
+        self._runner.done.connect(self._on_done)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self.cancel_token.set()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.isRunning()
+
+    def wait(self, msecs: int = 30000) -> bool:
+        return self._thread.wait(msecs)
+
+    @Slot(bool, object)
+    def _on_done(self, ok: bool, payload: object) -> None:
+        self._thread.quit()
+        self._thread.wait()
+        if ok:
+            self.succeeded.emit(payload)
+        else:
+            self.failed.emit(str(payload))
+        self.finished.emit()
+
+
+class _Runner(QObject):
+    progress = Signal(int, int)
+    done = Signal(bool, object)
+
+    def __init__(self, fn: Callable[..., Any], cancel: threading.Event) -> None:
+        super().__init__()
+        self._fn = fn
+        self._cancel = cancel
+
+    @Slot()
+    def run(self) -> None:
+        try:
+            result = self._fn(report=lambda d, t: self.progress.emit(int(d), int(t)),
+                              cancel=self._cancel)
+        except SegStudioError as err:
+            self.done.emit(False, str(err))
+        except Exception as err:  # a bug: still report it in the window, never crash
+            traceback.print_exc()
+            self.done.emit(False, f"Unexpected error: {err!r}")
+        else:
+            self.done.emit(True, result)

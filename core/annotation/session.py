@@ -1,0 +1,146 @@
+"""Editing one item: its label array, undo history, strokes, and journaling to the project.
+
+The GUI drives an :class:`EditSession` and redraws the regions it returns; the session knows
+nothing of Qt. Every completed edit is journaled at once; when the disk refuses a write the edit
+stays queued in memory and goes out with the next successful write, so nothing is lost while the
+app runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from core.annotation.edits import Edit, merge_edits
+from core.annotation.history import History
+from core.annotation.tools import PaintRule, Point, fill_polygon, flood_fill, paint_segment, \
+    replace_labels
+from core.project.items import Item
+from core.project.store import Project
+
+CHECKPOINT_EVERY = 200  # journal entries of one item before they are folded into its mask
+
+
+class EditSession:
+    """The open item of a project.
+
+    Args:
+        project: The project the item belongs to.
+        item: The item to edit.
+        max_undo: Undo steps kept.
+    """
+
+    def __init__(self, project: Project, item: Item, max_undo: int = 500) -> None:
+        self.project = project
+        self.item = item
+        self.labels = project.load_mask(item)
+        self.history = History(max_steps=max_undo)
+        self.plane: tuple[int, ...] = ()
+        self._stroke: list[Edit] | None = None
+        self._last_point: Point | None = None
+        self._unsaved: list[Edit] = []
+
+    # -- strokes (brush/eraser drags) --------------------------------------------------------------
+    def begin_stroke(self, point: Point, radius: float, rule: PaintRule) -> Edit | None:
+        """Start a drag at ``point``; returns the dab's edit (for redraw) or None."""
+        if self._stroke is not None:
+            self.end_stroke()  # its pixels are already painted: record them, never drop them
+        self._stroke = []
+        self._last_point = point
+        return self._stroke_step(point, point, radius, rule)
+
+    def continue_stroke(self, point: Point, radius: float, rule: PaintRule) -> Edit | None:
+        """Extend the drag to ``point``; returns the step's edit (for redraw) or None."""
+        if self._stroke is None or self._last_point is None:
+            return self.begin_stroke(point, radius, rule)
+        start, self._last_point = self._last_point, point
+        return self._stroke_step(start, point, radius, rule)
+
+    def end_stroke(self) -> Edit | None:
+        """Finish the drag: the whole drag becomes one undo step and one journal entry."""
+        steps, self._stroke, self._last_point = self._stroke, None, None
+        if not steps:
+            return None
+        edit = merge_edits(steps, self.labels)
+        if edit is not None:
+            self._record(edit)
+        return edit
+
+    @property
+    def stroke_active(self) -> bool:
+        return self._stroke is not None
+
+    def _stroke_step(self, p0: Point, p1: Point, radius: float, rule: PaintRule) -> Edit | None:
+        edit = paint_segment(self.labels, p0, p1, radius, rule, self.plane)
+        if edit is not None and self._stroke is not None:
+            self._stroke.append(edit)
+        return edit
+
+    # -- one-shot tools ------------------------------------------------------------------------------
+    def fill(self, seed: Point, rule: PaintRule) -> Edit | None:
+        return self._finish(flood_fill(self.labels, seed, rule, self.plane))
+
+    def polygon(self, points: Sequence[Point], rule: PaintRule) -> Edit | None:
+        return self._finish(fill_polygon(self.labels, points, rule, self.plane))
+
+    def replace_plane(self, new_plane: np.ndarray) -> Edit | None:
+        """Set the current plane to ``new_plane`` (e.g. a model result) as one undo step."""
+        if new_plane.max(initial=0) > np.iinfo(self.labels.dtype).max:
+            self.labels = self.labels.astype(np.uint16)
+        return self._finish(replace_labels(self.labels, new_plane, self.plane))
+
+    def _finish(self, edit: Edit | None) -> Edit | None:
+        if edit is not None:
+            self._record(edit)
+        return edit
+
+    # -- undo/redo -------------------------------------------------------------------------------------
+    def undo(self) -> Edit | None:
+        edit = self.history.undo(self.labels)
+        if edit is not None:
+            self._journal(edit)
+        return edit
+
+    def redo(self) -> Edit | None:
+        edit = self.history.redo(self.labels)
+        if edit is not None:
+            self._journal(edit)
+        return edit
+
+    # -- persistence -----------------------------------------------------------------------------------
+    @property
+    def unsaved_count(self) -> int:
+        """Edits that the disk refused so far (kept in memory, retried on every write)."""
+        return len(self._unsaved)
+
+    def _record(self, edit: Edit) -> None:
+        self.history.push(edit)
+        self._journal(edit)
+        if self.item.state == "new":
+            self.project.set_state(self.item.id, "in_progress")
+            self.item = self.project.item(self.item.id)
+
+    def _journal(self, edit: Edit) -> None:
+        """Persist ``edit`` (and any earlier refused ones), in order; raise if the disk refuses."""
+        self._unsaved.append(edit)
+        self.flush()
+        if self.project.journal_length(self.item.id) >= CHECKPOINT_EVERY:
+            self.checkpoint()
+
+    def flush(self) -> None:
+        """Write the queued edits; on a full disk keep them queued and raise StorageFullError."""
+        while self._unsaved:
+            self.project.append_edit(self.item.id, self._unsaved[0])  # StorageFullError: kept
+            self._unsaved.pop(0)
+
+    def checkpoint(self) -> None:
+        """Fold the journal into the stored mask (when switching items, closing, periodically)."""
+        self.flush()
+        self.project.save_mask(self.item.id, self.labels)
+
+    def close(self) -> None:
+        """Checkpoint and end the session (the project stays open)."""
+        if self._stroke is not None:
+            self.end_stroke()
+        self.checkpoint()

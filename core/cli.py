@@ -1,0 +1,343 @@
+"""``segstudio-cli``: inspect files, manage projects, export and import datasets from scripts.
+
+Machine-readable results go to stdout (one JSON object, or JSON lines for lists); warnings,
+progress and errors go to stderr. Exit codes: 0 success, 1 a runtime error the user can fix
+(missing path, project open elsewhere, disk full, skipped files), 2 a usage error (argparse), 3 a
+bug (reported in one line with a hint to report it). No traceback is ever printed.
+
+Usage::
+
+    segstudio-cli info PATH
+    segstudio-cli project create DIR [--classes FILE.json]
+    segstudio-cli project add DIR PATH... [--no-recursive]
+    segstudio-cli project list DIR
+    segstudio-cli export PROJECT --format voc|index --out DIR [--subset NAME] [--copy-originals]
+                         [--items done|all]
+    segstudio-cli import PROJECT --format voc|index DIR
+    segstudio-cli install-desktop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.errors import SegStudioError
+
+PROG = "segstudio-cli"
+FORMATS = ("voc", "index")  # kept literal so --help stays fast; checked against the registry
+REPORT_HINT = "please report this with the command you ran"
+
+
+class CliError(SegStudioError):
+    """A user error found by the CLI itself (a bad classes file, a missing path)."""
+
+
+# -- output helpers ----------------------------------------------------------------------------
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, ensure_ascii=False, default=str))
+
+
+def _error_line(message: str) -> None:
+    text = " ".join(str(message).split())  # one line, whatever the message holds
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+
+
+class _ProgressBar:
+    """A one-line text bar on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, label: str, stream: TextIO | None = None, width: int = 30) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = self.stream.isatty()
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        filled = self.width * done // total if total else self.width
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {done}/{total}")
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _existing_path(text: str) -> Path:
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise CliError(f"{path} does not exist.")
+    return path
+
+
+def _open_project(text: str):  # returns a Project, imported lazily
+    from core.project.store import Project, is_project
+
+    path = _existing_path(text)
+    if not is_project(path):
+        raise CliError(f"{path} is not a SegStudio project folder.")
+    return Project.open(path)
+
+
+# -- info --------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from core.project.store import is_project
+
+    path = _existing_path(args.path)
+    if is_project(path):
+        with _open_project(args.path) as project:
+            _print_json(project_summary(project))
+        return 0
+    from core.io import describe
+
+    _print_json(describe(path))
+    return 0
+
+
+def project_summary(project: Any) -> dict[str, Any]:
+    """Classes, item counts by state and missing sources of an open project."""
+    items = project.items()
+    return {
+        "path": str(project.folder),
+        "kind": "project",
+        "classes": [c.to_json() for c in project.classes()],
+        "items": len(items),
+        "states": dict(Counter(item.state for item in items)),
+        "with_mask": sum(1 for item in items if project.has_mask(item.id)),
+        "missing": sum(1 for item in items if item.missing),
+    }
+
+
+# -- project -----------------------------------------------------------------------------------
+def cmd_project_create(args: argparse.Namespace) -> int:
+    from core.project.store import Project
+
+    classes = load_classes_file(Path(args.classes)) if args.classes else None
+    with Project.create(Path(args.dir).expanduser(), classes) as project:
+        _print_json({"project": str(project.folder), "classes": len(project.classes())})
+    return 0
+
+
+def load_classes_file(path: Path) -> list:
+    """Classes from a JSON list of {"id", "name", "color"} (or {"classes": [...]}), validated."""
+    from core.annotation.classes import LabelClass
+
+    try:
+        data = json.loads(_existing_path(str(path)).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise CliError(f"Cannot read the classes file {path}: {err}.") from err
+    entries = data.get("classes") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not entries:
+        raise CliError(f"{path} must hold a non-empty list of classes, or {{\"classes\": [...]}}.")
+    classes = []
+    for number, entry in enumerate(entries, 1):
+        if not isinstance(entry, dict) or "id" not in entry or "name" not in entry:
+            raise CliError(f"{path}: class {number} needs an \"id\" and a \"name\".")
+        if not isinstance(entry["id"], int) or not 0 <= entry["id"] <= 65535:
+            raise CliError(f"{path}: class {number}: \"id\" must be an integer 0-65535.")
+        if not isinstance(entry["name"], str) or not entry["name"].strip():
+            raise CliError(f"{path}: class {number}: \"name\" must be a non-empty text.")
+        try:
+            classes.append(LabelClass.from_json(entry))
+        except (TypeError, ValueError) as err:
+            raise CliError(f"{path}: class {number}: {err}.") from err
+    _check_unique(classes, path)
+    return classes
+
+
+def _check_unique(classes: list, path: Path) -> None:
+    for attribute in ("index", "name"):
+        values = [getattr(c, attribute) for c in classes]
+        repeated = sorted({v for v in values if values.count(v) > 1}, key=str)
+        if repeated:
+            label = "id" if attribute == "index" else "name"
+            raise CliError(f"{path}: the {label} {repeated[0]!r} is used by two classes.")
+
+
+def cmd_project_add(args: argparse.Namespace) -> int:
+    with _open_project(args.dir) as project:
+        report = project.add_items(args.paths, recursive=not args.no_recursive)
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    _print_json({"added": len(report.added_ids), "skipped": len(report.skipped)})
+    return 1 if report.skipped else 0
+
+
+def cmd_project_list(args: argparse.Namespace) -> int:
+    with _open_project(args.dir) as project:
+        for item in project.items():
+            _print_json({
+                "id": item.id,
+                "name": item.name,
+                "state": item.state,
+                "missing": item.missing,
+                "path": str(item.source or item.abs_path),
+                "width": item.width,
+                "height": item.height,
+                "frames": item.frames,
+            })
+    return 0
+
+
+# -- export / import -----------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from core.export import export_project
+
+    options: dict[str, Any] = {"copy_originals": args.copy_originals}
+    if args.subset is not None:
+        if args.format != "voc":
+            raise CliError("--subset applies to the voc format only.")
+        options["subset"] = args.subset
+    bar = _ProgressBar(f"export {args.format}")
+    with _open_project(args.project) as project:
+        items = [item for item in project.items() if item.state == "done"
+                 or (args.items == "all" and project.has_mask(item.id))]
+        try:
+            result = export_project(project, args.format, Path(args.out).expanduser(),
+                                    items=items, report=bar, **options)
+        finally:
+            bar.close()
+    if result.count == 0:
+        print("warning: nothing to export: no item has a mask or is marked done",
+              file=sys.stderr)
+    for name, reason in result.skipped:
+        print(f"warning: {name}: {reason}", file=sys.stderr)
+    _print_json({
+        "out": str(result.out_dir),
+        "format": args.format,
+        "count": result.count,
+        "skipped": [{"name": n, "reason": r} for n, r in result.skipped],
+    })
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from core.export import import_dataset
+
+    folder = _existing_path(args.dir)
+    bar = _ProgressBar(f"import {args.format}")
+    with _open_project(args.project) as project:
+        try:
+            result = import_dataset(project, args.format, folder, report=bar)
+        finally:
+            bar.close()
+    for name, reason in result.skipped:
+        print(f"warning: {name}: {reason}", file=sys.stderr)
+    _print_json({
+        "folder": str(result.folder),
+        "format": args.format,
+        "imported": result.imported,
+        "added_items": result.added_items,
+        "new_classes": result.new_classes,
+        "skipped": [{"name": n, "reason": r} for n, r in result.skipped],
+    })
+    return 0
+
+
+def cmd_install_desktop(args: argparse.Namespace) -> int:
+    from core.desktop import install_desktop_entry
+
+    for path in install_desktop_entry().values():
+        print(path)
+    return 0
+
+
+# -- parser and entry point ------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="SegStudio from the command line.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    info = commands.add_parser("info", help="describe an image, a folder or a project (JSON)")
+    info.add_argument("path", metavar="PATH")
+    info.set_defaults(handler=cmd_info)
+
+    _add_project_parser(commands)
+
+    export = commands.add_parser("export", help="export a project as a dataset")
+    export.add_argument("project", metavar="PROJECT")
+    export.add_argument("--format", required=True, choices=FORMATS)
+    export.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
+    export.add_argument("--subset", metavar="NAME", help="voc: image set name (default: default)")
+    export.add_argument("--copy-originals", action="store_true",
+                        help="copy the original image files instead of converting them")
+    export.add_argument("--items", choices=("done", "all"), default="all",
+                        help="done: items marked done; all: those and every item with a mask "
+                             "(default)")
+    export.set_defaults(handler=cmd_export)
+
+    imp = commands.add_parser("import", help="import a dataset's masks into a project")
+    imp.add_argument("project", metavar="PROJECT")
+    imp.add_argument("--format", required=True, choices=FORMATS)
+    imp.add_argument("dir", metavar="DIR", help="dataset folder")
+    imp.set_defaults(handler=cmd_import)
+
+    desktop = commands.add_parser("install-desktop", help="add SegStudio to the desktop menu")
+    desktop.set_defaults(handler=cmd_install_desktop)
+    return parser
+
+
+def _add_project_parser(commands: argparse._SubParsersAction) -> None:
+    project = commands.add_parser("project", help="create, fill and list projects")
+    actions = project.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    create = actions.add_parser("create", help="create a project folder")
+    create.add_argument("dir", metavar="DIR")
+    create.add_argument("--classes", metavar="FILE.json",
+                        help='a JSON list of {"id", "name", "color"}')
+    create.set_defaults(handler=cmd_project_create)
+
+    add = actions.add_parser("add", help="add images (folders are searched)")
+    add.add_argument("dir", metavar="DIR")
+    add.add_argument("paths", metavar="PATH", nargs="+")
+    add.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
+    add.set_defaults(handler=cmd_project_add)
+
+    listing = actions.add_parser("list", help="list the items as JSON lines")
+    listing.add_argument("dir", metavar="DIR")
+    listing.set_defaults(handler=cmd_project_list)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (see the module docstring)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed
+        return exit_.code if isinstance(exit_.code, int) else 2
+    try:
+        return args.handler(args)
+    except SegStudioError as err:
+        _error_line(str(err))
+    except BrokenPipeError:
+        _silence_broken_pipe()
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _error_line(f"{where}{err.strerror or err}")
+    except KeyboardInterrupt:
+        _error_line("interrupted")
+        return 130
+    except Exception as err:  # noqa: BLE001 - a bug: one line, never a traceback
+        _error_line(f"unexpected {type(err).__name__}: {err} ({REPORT_HINT})")
+        return 3
+    return 1
+
+
+def _silence_broken_pipe() -> None:
+    """After ``segstudio-cli ... | head`` closed stdout, exit without a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

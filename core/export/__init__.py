@@ -1,0 +1,143 @@
+"""Export a project as a dataset and import datasets into a project.
+
+Formats register by name: :data:`EXPORT_FORMATS` maps a name to a function
+``(project, items, stage, progress, **options) -> (count, skipped)`` that writes into a
+:class:`~core.fsutil.StagedDir`, and :data:`IMPORT_FORMATS` maps a name to a function
+``(folder) -> Dataset`` that describes a dataset folder. :func:`export_project` and
+:func:`import_dataset` do the rest: item selection, progress, cancel, all-or-nothing writing.
+
+Example::
+
+    with Project.open("my_project") as project:
+        result = export_project(project, "voc", "out/voc", subset="train")
+        print(result.count, result.skipped)
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from core.errors import ExportError, ImportFormatError
+from core.export.base import (
+    CancelToken,
+    ExportResult,
+    ImportResult,
+    Progress,
+    ReportFn,
+    sample_count,
+)
+from core.export.importing import Dataset, run_import
+from core.export.index_png import export_index, read_index_dataset
+from core.export.voc import export_voc, read_voc_dataset
+from core.fsutil import StagedDir
+from core.project.items import Item
+from core.project.store import Project
+
+Exporter = Callable[..., tuple[int, list[tuple[str, str]]]]
+DatasetReader = Callable[[Path], Dataset]
+
+EXPORT_FORMATS: dict[str, Exporter] = {"voc": export_voc, "index": export_index}
+IMPORT_FORMATS: dict[str, DatasetReader] = {"voc": read_voc_dataset, "index": read_index_dataset}
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "IMPORT_FORMATS",
+    "ExportResult",
+    "ImportResult",
+    "export_options",
+    "export_project",
+    "import_dataset",
+    "items_with_masks",
+]
+
+
+def items_with_masks(project: Project) -> list[Item]:
+    """The items that have a mask (ever painted, imported or predicted): the default export."""
+    return [item for item in project.items() if project.has_mask(item.id)]
+
+
+def export_options(fmt: str) -> dict[str, Any]:
+    """The options ``fmt`` accepts, with their defaults."""
+    exporter = _lookup(EXPORT_FORMATS, fmt, ExportError, "export")
+    parameters = inspect.signature(exporter).parameters.values()
+    return {p.name: p.default for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def export_project(
+    project: Project,
+    fmt: str,
+    out_dir: str | os.PathLike,
+    *,
+    items: Iterable[Item] | None = None,
+    report: ReportFn | None = None,
+    cancel: CancelToken | None = None,
+    **options: Any,
+) -> ExportResult:
+    """Export ``items`` of ``project`` in the format ``fmt`` into ``out_dir``.
+
+    Files already in ``out_dir`` are kept unless the export writes a file of the same name.
+    Either every file of the export lands in ``out_dir`` or none does.
+
+    Args:
+        project: The open project.
+        fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index").
+        out_dir: Dataset folder; created if missing.
+        items: Items to export; default: :func:`items_with_masks`.
+        report: Called as ``report(done, total)`` with samples (frames) written.
+        cancel: Checked between samples; when set, the export stops and leaves nothing behind.
+        **options: Options of the format (see :func:`export_options`), e.g. ``subset="train"``
+            and ``copy_originals=True`` for "voc".
+
+    Returns:
+        ExportResult(out_dir, count, skipped).
+
+    Raises:
+        ExportError: unknown format or option, a value the format cannot hold, a full disk,
+            ``"export cancelled"``.
+    """
+    exporter = _lookup(EXPORT_FORMATS, fmt, ExportError, "export")
+    unknown = sorted(set(options) - set(export_options(fmt)))
+    if unknown:
+        known = ", ".join(export_options(fmt)) or "none"
+        raise ExportError(f"The {fmt} format has no option {', '.join(unknown)}; its options: "
+                          f"{known}.")
+    chosen = list(items) if items is not None else items_with_masks(project)
+    progress = Progress(sample_count(chosen), report, cancel)
+    progress.check()
+    with StagedDir(out_dir) as stage:
+        progress.start()
+        count, skipped = exporter(project, chosen, stage, progress, **options)
+        progress.check()  # a cancel during the last sample still leaves nothing behind
+    return ExportResult(stage.dest, count, skipped)
+
+
+def import_dataset(project: Project, fmt: str, folder: str | os.PathLike, *,
+                   report: ReportFn | None = None) -> ImportResult:
+    """Import the masks (and classes, and missing images) of a dataset folder into ``project``.
+
+    Every mask file is validated before anything is written: a mask whose size differs from its
+    item, an unknown colour or a class index clash raises ImportFormatError and changes nothing.
+
+    Args:
+        project: The open project.
+        fmt: A name of :data:`IMPORT_FORMATS` ("voc", "index").
+        folder: The dataset folder (as written by :func:`export_project` or CVAT/datumaro).
+        report: Called as ``report(done, total)``.
+    """
+    reader = _lookup(IMPORT_FORMATS, fmt, ImportFormatError, "import")
+    folder = Path(folder).absolute()
+    if not folder.is_dir():
+        raise ImportFormatError(f"{folder} is not a folder.")
+    return run_import(project, reader(folder), report)
+
+
+def _lookup(registry: dict[str, Any], fmt: str, error: type[Exception], verb: str) -> Any:
+    try:
+        return registry[fmt]
+    except KeyError:
+        known = ", ".join(sorted(registry))
+        raise error(f"Unknown {verb} format {fmt!r}; known formats: {known}.") from None

@@ -1,0 +1,76 @@
+"""SQLite schema of a project and its migrations.
+
+The schema version lives in ``PRAGMA user_version``. A project from an older SegStudio is migrated
+step by step inside one transaction; one from a newer SegStudio is refused, never "downgraded".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from core.errors import SchemaTooNewError
+
+SCHEMA_VERSION = 1
+
+_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE classes (
+    idx INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    color TEXT NOT NULL
+);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    abs_path TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    height INTEGER NOT NULL,
+    width INTEGER NOT NULL,
+    frames INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL DEFAULT 'new',
+    position INTEGER NOT NULL,
+    extra TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE masks (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    header TEXT NOT NULL,
+    changed BLOB NOT NULL,
+    vals BLOB NOT NULL
+);
+CREATE INDEX journal_item ON journal(item_id, seq);
+"""
+
+# Migration i is the SQL that turns a database of version i into version i + 1.
+MIGRATIONS: dict[int, str] = {0: _V1}
+
+
+def check_version(db: sqlite3.Connection, folder: str) -> int:
+    """The schema version of ``db`` (read only); SchemaTooNewError when newer than ours."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"The project {folder} was saved by a newer SegStudio (schema {version}; this "
+            f"version reads up to {SCHEMA_VERSION}). Update SegStudio to open it."
+        )
+    return version
+
+
+def migrate(db: sqlite3.Connection, folder: str) -> None:
+    """Bring ``db`` to :data:`SCHEMA_VERSION`, or refuse a newer one."""
+    version = check_version(db, folder)
+    while version < SCHEMA_VERSION:
+        script = f"BEGIN;\n{MIGRATIONS[version]}\nPRAGMA user_version = {version + 1};\nCOMMIT;"
+        try:
+            db.executescript(script)
+        except sqlite3.Error:
+            db.rollback()
+            raise
+        version += 1

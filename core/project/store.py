@@ -1,0 +1,287 @@
+"""A project: one folder holding a SQLite database of classes, items, masks and an edit journal.
+
+Crash safety: every completed stroke is appended to the ``journal`` table in its own transaction
+(WAL mode), and a mask is the last checkpoint blob plus the journal entries after it. Journal
+entries store absolute new values, so replaying them is idempotent, and a checkpoint writes the
+blob and drops the item's journal in one transaction: a SIGKILL at any moment leaves either the old
+or the new state, never a mix. No pickle anywhere: masks are zlib-compressed raw arrays with their
+shape and dtype in plain columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from core.annotation.classes import LabelClass, default_classes
+from core.annotation.edits import Edit
+from core.errors import ProjectError, StorageFullError
+from core.project.items import ITEM_STATES, AddReport, Item, item_from_row, plan_new_items
+from core.project.lock import ProjectLock
+from core.project.schema import check_version, migrate
+
+DB_NAME = "project.sqlite"
+
+
+def is_project(folder: str | os.PathLike) -> bool:
+    """True when ``folder`` is a SegStudio project folder."""
+    return (Path(folder) / DB_NAME).is_file()
+
+
+class Project:
+    """An open project. Use :meth:`create` or :meth:`open`; close it (or use ``with``).
+
+    All methods are thread-safe (one connection guarded by a lock), so a worker thread may export
+    while the UI thread journals strokes.
+    """
+
+    def __init__(self, folder: Path, db: sqlite3.Connection, lock: ProjectLock) -> None:
+        self.folder = folder
+        self._db = db
+        self._lock = lock
+        self._mutex = threading.RLock()
+
+    # -- opening and closing -------------------------------------------------------------------
+    @classmethod
+    def create(cls, folder: str | os.PathLike, classes: list[LabelClass] | None = None) -> Project:
+        """Create a new project in ``folder`` (created if missing; must not hold a project)."""
+        folder = Path(folder).absolute()
+        if is_project(folder):
+            raise ProjectError(f"{folder} already holds a SegStudio project; open it instead.")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ProjectError(f"Cannot create the project folder {folder}: {err.strerror}.") from err
+        project = cls._connect(folder)
+        project.set_classes(classes or default_classes())
+        return project
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> Project:
+        """Open an existing project, refusing one held by another process or from a newer schema."""
+        folder = Path(folder).absolute()
+        if not is_project(folder):
+            raise ProjectError(f"{folder} is not a SegStudio project (no {DB_NAME} inside).")
+        return cls._connect(folder)
+
+    @classmethod
+    def _connect(cls, folder: Path) -> Project:
+        lock = ProjectLock(folder)
+        try:
+            lock.acquire()
+        except OSError as err:
+            raise ProjectError(f"Cannot open the project {folder}: {err.strerror}.") from err
+        db: sqlite3.Connection | None = None
+        try:
+            db = sqlite3.connect(folder / DB_NAME, check_same_thread=False, isolation_level=None)
+            # Refuse a newer schema before anything writes: switching to WAL rewrites the header.
+            check_version(db, str(folder))
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # durable against process crashes in WAL
+            db.execute("PRAGMA foreign_keys=ON")
+            migrate(db, str(folder))
+        except BaseException as err:
+            if db is not None:
+                db.close()  # a refused project must not stay open (and keep its -wal file)
+            lock.release()
+            if isinstance(err, sqlite3.DatabaseError):
+                raise ProjectError(
+                    f"The project database in {folder} is damaged: {err}."
+                ) from err
+            raise
+        return cls(folder, db, lock)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._lock.held:
+                self._db.close()
+                self._lock.release()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; disk-full and I/O errors become clear, typed errors."""
+        with self._mutex:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.OperationalError) and "full" in str(err):
+                    raise StorageFullError(
+                        f"The disk holding {self.folder} is full: the last change was not saved "
+                        "(it is kept in memory). Free some space; SegStudio retries on the next save."
+                    ) from err
+                if isinstance(err, sqlite3.DatabaseError):
+                    raise ProjectError(f"Saving to {self.folder} failed: {err}.") from err
+                raise
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._mutex:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- classes ---------------------------------------------------------------------------------
+    def classes(self) -> list[LabelClass]:
+        rows = self._read("SELECT idx, name, color FROM classes ORDER BY idx")
+        return [LabelClass(i, n, tuple(json.loads(c))) for i, n, c in rows]
+
+    def set_classes(self, classes: Iterable[LabelClass]) -> None:
+        """Replace the class table (masks untouched; see :meth:`delete_class` for removals)."""
+        classes = list(classes)
+        indices = [c.index for c in classes]
+        if len(set(indices)) != len(indices):
+            raise ProjectError("Two classes share the same index.")
+        if any(not 0 <= i <= 65535 for i in indices):
+            raise ProjectError("Class indices must lie between 0 and 65535.")
+        with self._write() as db:
+            db.execute("DELETE FROM classes")
+            db.executemany(
+                "INSERT INTO classes (idx, name, color) VALUES (?, ?, ?)",
+                [(c.index, c.name, json.dumps(list(c.color))) for c in classes],
+            )
+
+    def delete_class(self, index: int, replacement: int = 0) -> int:
+        """Remove class ``index`` and relabel its pixels in every mask as ``replacement``.
+
+        Journals are folded into the masks first so the remap is one transaction. Returns the
+        number of items whose masks changed.
+        """
+        classes = [c for c in self.classes() if c.index != index]
+        if replacement != 0 and replacement not in {c.index for c in classes}:
+            raise ProjectError(f"Cannot remap to class {replacement}: it does not exist.")
+        changed_items = 0
+        with self._write() as db:
+            for item in self.items():
+                labels = self._load_mask_locked(item)
+                if labels is None or not (labels == index).any():
+                    continue
+                if replacement > np.iinfo(labels.dtype).max:
+                    labels = labels.astype(np.uint16)  # classes go up to 65535
+                labels[labels == index] = replacement
+                self._store_mask_locked(db, item.id, labels)
+                changed_items += 1
+            db.execute("DELETE FROM classes WHERE idx = ?", (index,))
+        return changed_items
+
+    # -- items -----------------------------------------------------------------------------------
+    def items(self) -> list[Item]:
+        rows = self._read(f"SELECT {Item.COLUMNS} FROM items ORDER BY position, id")
+        return [item_from_row(self.folder, row) for row in rows]
+
+    def item(self, item_id: int) -> Item:
+        rows = self._read(f"SELECT {Item.COLUMNS} FROM items WHERE id = ?", (item_id,))
+        if not rows:
+            raise ProjectError(f"The project has no item {item_id}.")
+        return item_from_row(self.folder, rows[0])
+
+    def add_items(self, paths: Iterable[str | os.PathLike], recursive: bool = True) -> AddReport:
+        """Add image files (folders are expanded); unreadable files are reported, not added."""
+        existing = self.items()
+        report, rows = plan_new_items(self.folder, paths, existing, recursive)
+        with self._write() as db:
+            start = max((i.position for i in existing), default=-1) + 1
+            for offset, row in enumerate(rows):
+                cur = db.execute(
+                    "INSERT INTO items (name, path, abs_path, kind, height, width, frames, "
+                    "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, start + offset),
+                )
+                report.added_ids.append(int(cur.lastrowid))
+        return report
+
+    def set_state(self, item_id: int, state: str) -> None:
+        if state not in ITEM_STATES:
+            raise ProjectError(f"Unknown item state {state!r}; use one of {', '.join(ITEM_STATES)}.")
+        with self._write() as db:
+            db.execute("UPDATE items SET state = ? WHERE id = ?", (state, item_id))
+
+    def remove_item(self, item_id: int) -> None:
+        with self._write() as db:
+            db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+
+    # -- masks -----------------------------------------------------------------------------------
+    def load_mask(self, item: Item | int) -> np.ndarray:
+        """The item's current label array (checkpoint + journal), zeros if never edited."""
+        item = self.item(item) if isinstance(item, int) else item
+        with self._mutex:
+            labels = self._load_mask_locked(item)
+        return labels if labels is not None else np.zeros(item.mask_shape, np.uint8)
+
+    def has_mask(self, item_id: int) -> bool:
+        rows = self._read(
+            "SELECT (SELECT COUNT(*) FROM masks WHERE item_id = ?) "
+            "+ (SELECT COUNT(*) FROM journal WHERE item_id = ?)",
+            (item_id, item_id),
+        )
+        return rows[0][0] > 0
+
+    def append_edit(self, item_id: int, edit: Edit, dtype: np.dtype | None = None) -> None:
+        """Journal one completed edit durably (one transaction)."""
+        record = edit.to_record()
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO journal (item_id, header, changed, vals) VALUES (?, ?, ?, ?)",
+                (item_id, record["header"], record["changed"], record["values"]),
+            )
+
+    def journal_length(self, item_id: int) -> int:
+        return self._read("SELECT COUNT(*) FROM journal WHERE item_id = ?", (item_id,))[0][0]
+
+    def save_mask(self, item_id: int, labels: np.ndarray) -> None:
+        """Checkpoint: store ``labels`` as the item's mask and drop its journal, atomically."""
+        with self._write() as db:
+            self._store_mask_locked(db, item_id, labels)
+
+    def _store_mask_locked(self, db: sqlite3.Connection, item_id: int, labels: np.ndarray) -> None:
+        data = zlib.compress(np.ascontiguousarray(labels).tobytes(), 3)
+        db.execute(
+            "INSERT OR REPLACE INTO masks (item_id, shape, dtype, data) VALUES (?, ?, ?, ?)",
+            (item_id, json.dumps(list(labels.shape)), labels.dtype.str, data),
+        )
+        db.execute("DELETE FROM journal WHERE item_id = ?", (item_id,))
+
+    def _load_mask_locked(self, item: Item) -> np.ndarray | None:
+        rows = self._db.execute(
+            "SELECT shape, dtype, data FROM masks WHERE item_id = ?", (item.id,)
+        ).fetchall()
+        journal = self._db.execute(
+            "SELECT header, changed, vals FROM journal WHERE item_id = ? ORDER BY seq", (item.id,)
+        ).fetchall()
+        if rows:
+            shape, dtype, data = rows[0]
+            raw = np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype))
+            labels = raw.reshape(json.loads(shape)).copy()
+        elif journal:
+            labels = np.zeros(item.mask_shape, np.uint8)
+        else:
+            return None
+        for header, changed, vals in journal:
+            edit = Edit.from_record(header, changed, vals)
+            if edit.new.dtype.itemsize > labels.dtype.itemsize:
+                labels = labels.astype(edit.new.dtype)
+            edit.apply(labels)
+        return labels
+
+    # -- metadata ----------------------------------------------------------------------------------
+    def meta(self, key: str, default: str | None = None) -> str | None:
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))

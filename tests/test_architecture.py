@@ -1,0 +1,128 @@
+"""Architecture rules: ``core`` stays free of Qt and of ``app``; heavy libraries load lazily.
+
+Each check imports in a fresh interpreter, because this test process may already have loaded
+Qt for other tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Top-level packages core must never load: the GUI toolkits, the GUI package, and torch (which
+# core imports inside the functions that need it, so the window opens fast).
+FORBIDDEN_IN_CORE = frozenset(
+    {"PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6", "app", "torch", "torchvision"}
+)
+HEAVY_FOR_APP_START = frozenset({"torch", "torchvision"})
+
+# Imports the modules named on the command line, then every module of core, and prints what
+# it imported and what ended up in sys.modules as one JSON line.
+_CORE_PROBE = r"""
+import importlib, json, pkgutil, sys
+
+def reraise(name):
+    raise  # walk_packages calls this inside its "except ImportError" block
+
+for extra in sys.argv[1:]:
+    importlib.import_module(extra)
+import core
+imported = ["core"]
+for info in pkgutil.walk_packages(core.__path__, "core.", onerror=reraise):
+    importlib.import_module(info.name)
+    imported.append(info.name)
+print(json.dumps({"core_file": core.__file__, "imported": imported, "loaded": sorted(sys.modules)}))
+"""
+
+_APP_MAIN_PROBE = r"""
+import json, sys
+import app.main
+print(json.dumps({"loaded": sorted(sys.modules)}))
+"""
+
+
+def _run_probe(source: str, *args: str) -> dict:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    result = subprocess.run(
+        [sys.executable, "-c", source, *args],
+        check=False,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, f"probe failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _forbidden(loaded: list[str], forbidden: frozenset[str]) -> list[str]:
+    return sorted(name for name in loaded if name.split(".")[0] in forbidden)
+
+
+def _core_modules_on_disk() -> set[str]:
+    names = set()
+    for path in (REPO_ROOT / "core").rglob("*.py"):
+        parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+        if "__pycache__" in parts:
+            continue
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.add(".".join(parts))
+    return names
+
+
+def test_core_imports_no_qt_app_or_torch() -> None:
+    report = _run_probe(_CORE_PROBE)
+
+    assert Path(report["core_file"]).resolve().is_relative_to(REPO_ROOT), report["core_file"]
+    imported = set(report["imported"])
+    # Guards against a probe that silently walked nothing (and so could never fail).
+    assert len(imported) >= 3, f"only imported {sorted(imported)}"
+    missing = _core_modules_on_disk() - imported
+    assert not missing, (
+        f"modules under core/ the walk did not import (folder without __init__.py?): "
+        f"{sorted(missing)}"
+    )
+    forbidden = _forbidden(report["loaded"], FORBIDDEN_IN_CORE)
+    assert forbidden == [], f"importing core loaded {forbidden}"
+
+
+def test_core_probe_detects_a_qt_import() -> None:
+    # The check above must be able to fail: the same probe sees Qt when something loads it.
+    report = _run_probe(_CORE_PROBE, "PySide6.QtCore")
+
+    assert "PySide6.QtCore" in _forbidden(report["loaded"], FORBIDDEN_IN_CORE)
+
+
+def test_import_linter_contracts_hold() -> None:
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    assert lint_imports.is_file(), f"{lint_imports} is missing; pip install import-linter"
+
+    result = subprocess.run(
+        [str(lint_imports), "--no-cache", "--no-logo"],
+        check=False,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, f"lint-imports failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.skipif(
+    not (REPO_ROOT / "app" / "main.py").is_file(), reason="app/main.py does not exist yet"
+)
+def test_app_main_does_not_import_torch() -> None:
+    report = _run_probe(_APP_MAIN_PROBE)
+
+    heavy = _forbidden(report["loaded"], HEAVY_FOR_APP_START)
+    assert heavy == [], f"importing app.main loaded {heavy}; import it where it is needed"
