@@ -21,6 +21,7 @@ from app.canvas.tools import ToolController
 from app.canvas.viewer import ImageCanvas
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
+from app.dialogs.import_dialog import ImportDialog
 from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
@@ -45,9 +46,12 @@ class MainWindow(QMainWindow):
         self.display_panel = DisplayPanel()
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
-        self._dock("Classes", self.classes_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("Display", self.display_panel, Qt.DockWidgetArea.RightDockWidgetArea)
-        self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)
+        right = Qt.DockWidgetArea.RightDockWidgetArea
+        docks = [self._dock("Classes", self.classes_panel, right),
+                 self._dock("Display", self.display_panel, right),
+                 self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
+        self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
+        self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
         self.cursor_label = QLabel("")
         self.statusBar().addPermanentWidget(self.cursor_label)
         self._build_actions()
@@ -55,18 +59,20 @@ class MainWindow(QMainWindow):
         self._restore_settings()
 
     # -- construction ------------------------------------------------------------------------------
-    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> None:
+    def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower()}")
         dock.setWidget(widget)
         self.addDockWidget(area, dock)
+        return dock
 
     def _build_actions(self) -> None:
         act = lambda name, slot, **kw: make_action(self, name, slot, **kw)  # noqa: E731
         self.actions_by_id: dict[str, QAction] = {}
         specs = [
             ("open_images", self.choose_images), ("open_project", self.choose_project),
-            ("export", self.show_export), ("quit", self.close), ("undo", self.undo),
+            ("export", self.show_export), ("import", self.show_import),
+            ("add_images", self.choose_images_to_add), ("quit", self.close), ("undo", self.undo),
             ("redo", self.redo), ("next_item", lambda: self._step_item(1)),
             ("previous_item", lambda: self._step_item(-1)),
             ("brush_smaller", self.tools.shrink_brush), ("brush_larger", self.tools.grow_brush),
@@ -90,8 +96,12 @@ class MainWindow(QMainWindow):
             self.actions_by_id[f"class_{number}"] = act(
                 f"class_{number}", lambda n=number: self.classes_panel.select_row(n))
         a = self.actions_by_id
-        self.recent_menu = add_menu(self, "&File", [a["open_images"], a["open_project"], None,
-                                                     a["export"], None, a["quit"]])
+        file_menu = add_menu(self, "&File", [a["open_images"], a["open_project"],
+                                             a["add_images"], None, a["import"], a["export"],
+                                             None, a["quit"]])
+        self.recent_menu = file_menu.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        file_menu.insertMenu(a["add_images"], self.recent_menu)
         add_menu(self, "&Edit", [a["undo"], a["redo"], None, a["brush_smaller"],
                                  a["brush_larger"], a["preserve"]])
         add_menu(self, "&Tools", [a["tool_brush"], a["tool_eraser"], a["tool_fill"],
@@ -152,6 +162,23 @@ class MainWindow(QMainWindow):
             self, "Open images", "", "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
         if files:
             self.open_paths(files)
+
+    def choose_images_to_add(self) -> None:
+        if self.workspace.project is None:
+            self.choose_images()
+            return
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Add images", "", "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
+        if files:
+            self._report_added(self.workspace.add_paths(files))
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for folder in settings.recent_projects():
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _c=False, f=folder: self.open_paths([f]))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none)").setEnabled(False)
 
     def choose_project(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a project or a folder of images")
@@ -272,6 +299,17 @@ class MainWindow(QMainWindow):
                                                               dialog.out_dir.text()))
         dialog.open()
         self.export_dialog = dialog
+
+    def show_import(self) -> None:
+        project = self.workspace.project
+        if project is None:
+            raise SegStudioError("Open a project first.")
+        self.tools.finish_pending()
+        self.workspace.suspend()  # the import may write the open item's mask
+        dialog = ImportDialog(project, self)
+        dialog.finished.connect(lambda _r: self.workspace.resume())
+        dialog.open()
+        self.import_dialog = dialog
 
     def show_shortcuts(self) -> None:
         self.shortcuts_dialog = ShortcutsDialog(self)

@@ -21,6 +21,8 @@ class ShortcutSpec:
 DEFAULTS: tuple[ShortcutSpec, ...] = (
     ShortcutSpec("open_images", ("Ctrl+O",), "Open images or a folder"),
     ShortcutSpec("open_project", ("Ctrl+Shift+O",), "Open a project"),
+    ShortcutSpec("add_images", ("Ctrl+Shift+A",), "Add images to the project"),
+    ShortcutSpec("import", ("Ctrl+I",), "Import labels (VOC, index PNG)"),
     ShortcutSpec("export", ("Ctrl+E",), "Export labels"),
     ShortcutSpec("quit", ("Ctrl+Q",), "Quit"),
     ShortcutSpec("undo", ("Ctrl+Z",), "Undo"),

@@ -135,6 +135,20 @@ class Workspace(QObject):
         self.session.plane = (0,) if item.frames > 1 else ()
         self.item_opened.emit()
 
+    def suspend(self) -> None:
+        """Save and drop the open item's session (before something else writes its mask)."""
+        if self.session is not None:
+            self.session.close()
+        self.session = None
+
+    def resume(self) -> None:
+        """Reload classes, items and the current item after :meth:`suspend`."""
+        index = max(self.index, 0)
+        self.index = -1
+        self.reload_items()
+        self.classes_changed.emit()
+        self.open_item(min(index, len(self.items) - 1))
+
     def step_item(self, delta: int) -> None:
         if self.items:
             self.open_item(min(max(self.index + delta, 0), len(self.items) - 1))

@@ -229,7 +229,8 @@ class ImageCanvas(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
-        self.view.viewport().installEventFilter(self)
+        self._viewport = self.view.viewport()  # cached: no C++ call needed to match events
+        self._viewport.installEventFilter(self)
         self.view.installEventFilter(self)
         self.view.viewport().setCursor(Qt.CursorShape.CrossCursor)
 
@@ -358,7 +359,7 @@ class ImageCanvas(QWidget):
 
     def viewport(self) -> QWidget:
         """The widget that receives the mouse events (send synthetic events here)."""
-        return self.view.viewport()
+        return self._viewport
 
     # -- tools' hooks ----------------------------------------------------------------------------------
     def set_input_handler(self, handler: CanvasInputHandler | None) -> None:
@@ -398,7 +399,7 @@ class ImageCanvas(QWidget):
     # -- events --------------------------------------------------------------------------------------
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
-        if watched is self.view.viewport():
+        if watched is self._viewport:
             if kind in MOUSE_EVENTS:
                 return self._mouse_event(event)
             if kind == QEvent.Type.Leave:
@@ -443,4 +444,4 @@ class ImageCanvas(QWidget):
     def _update_cursor_shape(self) -> None:
         shape = Qt.CursorShape.OpenHandCursor if self.left_drag_pans() \
             else Qt.CursorShape.CrossCursor
-        self.view.viewport().setCursor(shape)
+        self._viewport.setCursor(shape)

@@ -30,7 +30,7 @@ class Edit:
         new: 1-D values of the changed pixels after the edit, same length and dtype as ``old``.
     """
 
-    __slots__ = ("region", "old", "new", "_bits", "_shape")
+    __slots__ = ("_bits", "_shape", "new", "old", "region")
 
     def __init__(
         self, region: Region, changed: np.ndarray, old: np.ndarray, new: np.ndarray

@@ -40,6 +40,7 @@ class EditSession:
         self._stroke: list[Edit] | None = None
         self._last_point: Point | None = None
         self._unsaved: list[Edit] = []
+        self._dirty = False  # edited since the last checkpoint
 
     # -- strokes (brush/eraser drags) --------------------------------------------------------------
     def begin_stroke(self, point: Point, radius: float, rule: PaintRule) -> Edit | None:
@@ -124,6 +125,7 @@ class EditSession:
     def _journal(self, edit: Edit) -> None:
         """Persist ``edit`` (and any earlier refused ones), in order; raise if the disk refuses."""
         self._unsaved.append(edit)
+        self._dirty = True
         self.flush()
         if self.project.journal_length(self.item.id) >= CHECKPOINT_EVERY:
             self.checkpoint()
@@ -137,7 +139,9 @@ class EditSession:
     def checkpoint(self) -> None:
         """Fold the journal into the stored mask (when switching items, closing, periodically)."""
         self.flush()
-        self.project.save_mask(self.item.id, self.labels)
+        if self._dirty:  # an item only looked at gets no mask (and is not exported)
+            self.project.save_mask(self.item.id, self.labels)
+            self._dirty = False
 
     def close(self) -> None:
         """Checkpoint and end the session (the project stays open)."""

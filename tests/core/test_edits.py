@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -168,7 +169,7 @@ def test_merge_of_an_overlapping_drag_keeps_pre_drag_values(coin_labels: np.ndar
     # A drag that goes out and comes back over the same pixels.
     points = [(60, 60), (110, 70), (60, 62), (120, 90)]
     steps = [paint_segment(labels, points[0], points[0], 7, rule)]
-    for p0, p1 in zip(points, points[1:], strict=False):
+    for p0, p1 in itertools.pairwise(points):
         steps.append(paint_segment(labels, p0, p1, 7, rule))
     steps = [s for s in steps if s is not None]
     assert len(steps) >= 3
@@ -248,7 +249,7 @@ def test_a_stroke_on_a_4k_label_map_stores_far_less_than_the_array() -> None:
     # A diagonal drag across the whole image: its bounding box is nearly the whole image.
     points = [(100 + i * 390, 100 + i * 385) for i in range(11)]
     steps = [paint_segment(labels, points[0], points[0], 8, PaintRule(1))]
-    for p0, p1 in zip(points, points[1:], strict=False):
+    for p0, p1 in itertools.pairwise(points):
         steps.append(paint_segment(labels, p0, p1, 8, PaintRule(1)))
     merged = merge_edits([s for s in steps if s is not None], labels)
     assert merged is not None

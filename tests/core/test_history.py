@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def _random_edit(labels: np.ndarray, rng: np.random.Generator) -> Edit | None:
         radius = float(rng.uniform(1, 12))
         steps = [paint_segment(labels, points[0], points[0], radius, rule)]
         steps += [paint_segment(labels, a, b, radius, rule)
-                  for a, b in zip(points, points[1:], strict=False)]
+                  for a, b in itertools.pairwise(points)]
         return merge_edits([s for s in steps if s is not None], labels)
     if kind == "fill":
         seed = (float(rng.integers(0, width)), float(rng.integers(0, height)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def _expected(shape: tuple[int, ...], *drags: tuple[list[tuple[float, float]], f
     labels = np.zeros(shape, np.uint8)
     for points, radius, rule in drags:
         paint_segment(labels, points[0], points[0], radius, rule)
-        for a, b in zip(points, points[1:], strict=False):
+        for a, b in itertools.pairwise(points):
             paint_segment(labels, a, b, radius, rule)
     return labels
 

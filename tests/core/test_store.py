@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import sqlite3
@@ -392,6 +393,7 @@ _OPEN_IN_CHILD = textwrap.dedent("""
 
 def _open_in_child(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _OPEN_IN_CHILD, str(folder)], cwd=REPO_ROOT,
+                          check=False,
                           capture_output=True, text=True, timeout=60)
 
 
@@ -452,7 +454,7 @@ def _stroke(session: EditSession, points: list[tuple[float, float]], radius: flo
 def _replay(labels: np.ndarray, points: list[tuple[float, float]], radius: float,
             rule: PaintRule) -> None:
     paint_segment(labels, points[0], points[0], radius, rule)
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         paint_segment(labels, a, b, radius, rule)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -75,10 +76,10 @@ def test_a_capsule_covers_every_pixel_near_the_segment_and_no_other() -> None:
 def test_a_fast_drag_in_big_jumps_leaves_no_gaps() -> None:
     labels = np.zeros((200, 200), np.uint8)
     points = [(5, 5), (190, 20), (20, 180), (180, 190)]
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         paint_segment(labels, a, b, 1.0, PaintRule(2))
     assert measure.label(labels == 2, connectivity=1).max() == 1
-    for a, b in zip(points, points[1:], strict=False):
+    for a, b in itertools.pairwise(points):
         for t in np.linspace(0, 1, 400):
             x = round(a[0] + t * (b[0] - a[0]))
             y = round(a[1] + t * (b[1] - a[1]))

@@ -180,3 +180,49 @@ def test_second_window_on_same_project_is_refused(qtbot, window, sample_copy):
     assert other.workspace.project is None
     other.close()
     QApplication.processEvents()
+
+
+def test_import_dialog_brings_labels_into_another_project(qtbot, window, sample_copy, tmp_path):
+    from core.export import export_project
+
+    window.open_paths([str(sample_copy)])
+    open_item(window, "coffee")
+    window.tools.set_brush_size(15)
+    stroke(qtbot, window, (40, 100), (400, 120))
+    expected = window.workspace.session.labels.copy()
+    window.workspace.session.checkpoint()
+    export_project(window.workspace.project, "index", tmp_path / "idx")
+    window.close()
+
+    fresh = tmp_path / "fresh"
+    shutil.copytree(sample_copy, fresh, ignore=shutil.ignore_patterns(".segstudio"))
+    other = MainWindow()
+    qtbot.add_widget(other)
+    other.show()
+    other.open_paths([str(fresh)])
+    other.show_import()
+    dialog = other.import_dialog
+    dialog.format.setCurrentIndex(dialog.format.findData("index"))
+    dialog.folder.setText(str(tmp_path / "idx"))
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=20000)
+    assert "Imported 1 masks" in dialog.status.text()
+    dialog.reject()
+    open_item(other, "coffee")
+    assert np.array_equal(other.workspace.session.labels, expected)
+    other.close()
+
+
+def test_status_bar_shows_pixel_value_and_label(qtbot, window, sample_copy):
+    from helpers import move
+
+    window.open_paths([str(sample_copy)])
+    open_item(window, "cell_16bit")
+    image = window.workspace.image
+    assert image.dtype == np.uint16
+    low, high = window.canvas.levels()
+    assert high > 255  # 16-bit contrast comes from the data, not 0-255
+    move(window.canvas.viewport(), window.canvas.map_image_to_widget(123, 45))
+    text = window.cursor_label.text()
+    assert text.startswith("x 123  y 45")
+    assert f"value {int(image[45, 123])}" in text and "label 0 (background)" in text
