@@ -41,9 +41,21 @@ for info in pkgutil.walk_packages(core.__path__, "core.", onerror=reraise):
 print(json.dumps({"core_file": core.__file__, "imported": imported, "loaded": sorted(sys.modules)}))
 """
 
+# Start the GUI as a user does (window shown, sample folder opened, an item displayed).
 _APP_MAIN_PROBE = r"""
-import json, sys
+import json, shutil, sys, tempfile
 import app.main
+from app.main import create_app
+from app.main_window import MainWindow
+qapp = create_app(sys.argv[:1])
+window = MainWindow()
+window.show()
+folder = tempfile.mkdtemp()
+shutil.copytree(sys.argv[1], folder + "/sample")
+assert window.open_paths([folder + "/sample"]), "the sample did not open"
+qapp.processEvents()
+assert window.workspace.session is not None
+window.close()
 print(json.dumps({"loaded": sorted(sys.modules)}))
 """
 
@@ -118,11 +130,9 @@ def test_import_linter_contracts_hold() -> None:
     assert result.returncode == 0, f"lint-imports failed:\n{result.stdout}\n{result.stderr}"
 
 
-@pytest.mark.skipif(
-    not (REPO_ROOT / "app" / "main.py").is_file(), reason="app/main.py does not exist yet"
-)
-def test_app_main_does_not_import_torch() -> None:
-    report = _run_probe(_APP_MAIN_PROBE)
+def test_gui_start_up_does_not_import_torch() -> None:
+    report = _run_probe(_APP_MAIN_PROBE, str(REPO_ROOT / "resources" / "sample"))
+    assert "app.main_window" in report["loaded"]
 
     heavy = _forbidden(report["loaded"], HEAVY_FOR_APP_START)
     assert heavy == [], f"importing app.main loaded {heavy}; import it where it is needed"

@@ -213,6 +213,8 @@ class ToolController(QObject):
         elif session is None:
             return
         elif self._tool in PAINT_TOOLS:
+            if self._stroke_session is not None:  # a lost release: commit that stroke first
+                self._end_stroke()
             self._stroke_session = session
             radius = self._brush_size / 2
             self._redraw(self._run(lambda: session.begin_stroke((x, y), radius, self.rule())))

@@ -123,11 +123,11 @@ def plan_new_items(folder: Path, paths: Iterable[str | os.PathLike],
     from core.io import read_image_info
 
     report = AddReport()
-    known = {Path(i.abs_path) for i in existing}
+    known = {_normalized(Path(i.abs_path)) for i in existing}
     names = {i.name for i in existing}
     rows = []
     for path in expand_paths(paths, recursive, report):
-        source = path.absolute()
+        source = _normalized(path)  # "imgs/../imgs/a.png" is the same file as "imgs/a.png"
         if source in known:
             continue
         try:
@@ -141,6 +141,11 @@ def plan_new_items(folder: Path, paths: Iterable[str | os.PathLike],
         rows.append((name, stored_path(folder, source), str(source), "image",
                      info.height, info.width, info.frames))
     return report, rows
+
+
+def _normalized(path: Path) -> Path:
+    """Absolute path with "." and ".." folded away (symlinks are kept as the user named them)."""
+    return Path(os.path.normpath(path.absolute()))
 
 
 def _unique_name(stem: str, taken: set[str]) -> str:

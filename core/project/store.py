@@ -132,8 +132,18 @@ class Project:
                 raise
 
     def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
-        with self._mutex:
+        with self._mutex, self._reading():
             return self._db.execute(sql, args).fetchall()
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Reads of a damaged database (it may open fine and fail later) become ProjectError."""
+        try:
+            yield
+        except sqlite3.ProgrammingError:
+            raise  # misuse (e.g. a closed project) is a bug, not damage
+        except (sqlite3.DatabaseError, zlib.error) as err:
+            raise ProjectError(f"The project database in {self.folder} is damaged: {err}.") from err
 
     # -- classes ---------------------------------------------------------------------------------
     def classes(self) -> list[LabelClass]:
@@ -218,7 +228,7 @@ class Project:
     def load_mask(self, item: Item | int) -> np.ndarray:
         """The item's current label array (checkpoint + journal), zeros if never edited."""
         item = self.item(item) if isinstance(item, int) else item
-        with self._mutex:
+        with self._mutex, self._reading():
             labels = self._load_mask_locked(item)
         return labels if labels is not None else np.zeros(item.mask_shape, np.uint8)
 

@@ -206,6 +206,17 @@ def test_add_items_skips_duplicates(project: Project, workspace: Path) -> None:
     assert project.item(report.added_ids[0]).position == 3
 
 
+def test_add_items_recognises_the_same_file_under_another_spelling(
+    project: Project, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(workspace)
+    assert len(project.add_items([Path("images") / "coins.png"]).added_ids) == 1
+    for spelling in ("images/a/../coins.png", "./images/coins.png",
+                     str(workspace / "images" / "." / "coins.png")):
+        assert project.add_items([spelling]).added_ids == [], spelling
+    assert [i.name for i in project.items()] == ["coins"]
+
+
 def test_add_items_not_recursive(project: Project, workspace: Path) -> None:
     report = project.add_items([workspace / "images"], recursive=False)
     assert [project.item(i).name for i in report.added_ids] == ["coins"]
@@ -441,6 +452,33 @@ def test_a_corrupt_database_is_a_project_error(workspace: Path) -> None:
         assert not isinstance(info.value, sqlite3.Error)
         assert isinstance(info.value, SegStudioError)
     assert db_path.read_bytes() == garbage
+
+
+def test_a_database_damaged_past_its_header_fails_with_project_errors(
+    workspace: Path
+) -> None:
+    folder = workspace / "project"
+    with Project.create(folder) as project:
+        item = _add_coins(project, workspace)
+        noise = np.random.default_rng(1).integers(0, 256, item.mask_shape, dtype=np.uint8)
+        project.save_mask(item.id, noise)  # a database of many pages
+    db_path = folder / DB_NAME
+    size = db_path.stat().st_size
+    assert size > 16 * 4096
+    with db_path.open("r+b") as fh:  # keep the header page, scramble the rest
+        fh.seek(4096)
+        fh.write(np.random.default_rng(2).integers(0, 256, size - 4096, np.uint8).tobytes())
+    try:
+        project = Project.open(folder)  # the header is fine: it may open...
+    except ProjectError:
+        return
+    with project:  # ...but every read then fails with a message, never a raw sqlite error
+        for read in (project.items, project.classes, lambda: project.load_mask(item.id),
+                     lambda: project.journal_length(item.id), lambda: project.has_mask(item.id)):
+            with pytest.raises(ProjectError, match="damaged"):
+                read()
+        with pytest.raises(ProjectError):
+            project.set_meta("a", "b")
 
 
 # -- a full disk -----------------------------------------------------------------------------------

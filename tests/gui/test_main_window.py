@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import drag, line
 from PIL import Image
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication, QDialogButtonBox, QMessageBox
 
 from app.main_window import MainWindow
 from core.project.store import Project
-from helpers import drag, line
 
 
 @pytest.fixture
@@ -220,7 +220,7 @@ def test_status_bar_shows_pixel_value_and_label(qtbot, window, sample_copy):
     open_item(window, "cell_16bit")
     image = window.workspace.image
     assert image.dtype == np.uint16
-    low, high = window.canvas.levels()
+    _low, high = window.canvas.levels()
     assert high > 255  # 16-bit contrast comes from the data, not 0-255
     move(window.canvas.viewport(), window.canvas.map_image_to_widget(123, 45))
     text = window.cursor_label.text()
