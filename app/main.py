@@ -39,7 +39,7 @@ def create_app(argv: list[str]) -> QApplication:
         from core.resources import icon_path
 
         app.setWindowIcon(QIcon(str(icon_path("png"))))
-    except Exception:  # noqa: BLE001 - an icon is not worth refusing to start
+    except Exception:
         pass
     return app
 

@@ -185,11 +185,11 @@ class MainWindow(QMainWindow):
         if folder:
             self.open_paths([folder])
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt naming
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt naming
+    def dropEvent(self, event: QDropEvent) -> None:
         paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
         if not paths:
             return
@@ -326,7 +326,7 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, "SegStudio", message)
         self._update_title()
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt naming
+    def closeEvent(self, event: QCloseEvent) -> None:
         self.tools.finish_pending()
         try:
             self.workspace.close()

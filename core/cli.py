@@ -81,13 +81,13 @@ def _existing_path(text: str) -> Path:
     return path
 
 
-def _open_project(text: str):  # returns a Project, imported lazily
+def _open_project(text: str, read_only: bool = False):  # returns a Project, imported lazily
     from core.project.store import Project, is_project
 
     path = _existing_path(text)
     if not is_project(path):
         raise CliError(f"{path} is not a SegStudio project folder.")
-    return Project.open(path)
+    return Project.open(path, read_only=read_only)
 
 
 # -- info --------------------------------------------------------------------------------------
@@ -96,7 +96,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     path = _existing_path(args.path)
     if is_project(path):
-        with _open_project(args.path) as project:
+        with _open_project(args.path, read_only=True) as project:  # works while the GUI has it
             _print_json(project_summary(project))
         return 0
     from core.io import describe
@@ -175,7 +175,7 @@ def cmd_project_add(args: argparse.Namespace) -> int:
 
 
 def cmd_project_list(args: argparse.Namespace) -> int:
-    with _open_project(args.dir) as project:
+    with _open_project(args.dir, read_only=True) as project:
         for item in project.items():
             _print_json({
                 "id": item.id,
@@ -200,7 +200,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError("--subset applies to the voc format only.")
         options["subset"] = args.subset
     bar = _ProgressBar(f"export {args.format}")
-    with _open_project(args.project) as project:
+    with _open_project(args.project, read_only=True) as project:  # reads only
         items = [item for item in project.items() if item.state == "done"
                  or (args.items == "all" and project.has_mask(item.id))]
         try:
@@ -327,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error_line("interrupted")
         return 130
-    except Exception as err:  # noqa: BLE001 - a bug: one line, never a traceback
+    except Exception as err:
         _error_line(f"unexpected {type(err).__name__}: {err} ({REPORT_HINT})")
         return 3
     return 1

@@ -132,7 +132,7 @@ class ExportDialog(QDialog):
         else:
             super().reject()
 
-    def closeEvent(self, event) -> None:  # noqa: N802 - Qt naming
+    def closeEvent(self, event) -> None:
         if self.job is not None:
             self.job.cancel()
             self.job.wait()

@@ -55,7 +55,7 @@ class ItemsPanel(QWidget):
         if row >= 0 and row != self.workspace.index:
             self.item_activated.emit(row)
 
-    def sizeHint(self):  # noqa: N802 - Qt naming
+    def sizeHint(self):
         hint = super().sizeHint()
         hint.setWidth(220)
         return hint

@@ -14,8 +14,14 @@ import numpy as np
 
 from core.annotation.edits import Edit, merge_edits
 from core.annotation.history import History
-from core.annotation.tools import PaintRule, Point, fill_polygon, flood_fill, paint_segment, \
-    replace_labels
+from core.annotation.tools import (
+    PaintRule,
+    Point,
+    fill_polygon,
+    flood_fill,
+    paint_segment,
+    replace_labels,
+)
 from core.project.items import Item
 from core.project.store import Project
 
@@ -40,7 +46,8 @@ class EditSession:
         self._stroke: list[Edit] | None = None
         self._last_point: Point | None = None
         self._unsaved: list[Edit] = []
-        self._dirty = False  # edited since the last checkpoint
+        # edited since the last checkpoint (a journal left by a crash counts: fold it in)
+        self._dirty = project.journal_length(item.id) > 0
 
     # -- strokes (brush/eraser drags) --------------------------------------------------------------
     def begin_stroke(self, point: Point, radius: float, rule: PaintRule) -> Edit | None:

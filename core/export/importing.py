@@ -136,10 +136,11 @@ def run_import(project: Project, dataset: Dataset, report: ReportFn | None = Non
         _check_shape(target, labels)
         progress.advance()
 
-    if new_names:
-        project.set_classes(merged)
-    added = _add_images(project, [t for t in targets if t.new_image is not None])
-    imported = _write_masks(project, dataset, targets, remap, progress)
+    with project.transaction():  # all or nothing, even if the process dies half-way
+        if new_names:
+            project.set_classes(merged)
+        added = _add_images(project, [t for t in targets if t.new_image is not None])
+        imported = _write_masks(project, dataset, targets, remap, progress)
     return ImportResult(dataset.folder, imported, added, new_names, skipped)
 
 

@@ -387,7 +387,7 @@ def _orientation_from_exif(data: bytes | None) -> int:
     exif = Image.Exif()
     try:
         exif.load(data)
-    except Exception:  # noqa: BLE001 - a broken EXIF block is no reason to refuse pixels
+    except Exception:
         return 1
     return _valid_orientation(exif.get(_ORIENTATION_TAG))
 

@@ -67,7 +67,7 @@ def tiff_info(path: Path) -> ImageInfo:
                     f"{layout[0]} {layout[3]}, page {number} is {other[1]} x {other[0]} "
                     f"{other[3]}), so it cannot be opened as one stack."
                 )
-            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts) if n]
+            ends = [o + n for o, n in zip(page.dataoffsets, page.databytecounts, strict=False) if n]
             if max(ends, default=0) > file_size:
                 raise CorruptFileError(f"'{path}' is truncated: page {number} is incomplete.")
         tag = pages[0].tags.get(_ORIENTATION_TAG)

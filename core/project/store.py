@@ -26,7 +26,7 @@ from core.annotation.edits import Edit
 from core.errors import ProjectError, StorageFullError
 from core.project.items import ITEM_STATES, AddReport, Item, item_from_row, plan_new_items
 from core.project.lock import ProjectLock
-from core.project.schema import check_version, migrate
+from core.project.schema import SCHEMA_VERSION, check_version, migrate
 
 DB_NAME = "project.sqlite"
 
@@ -43,11 +43,12 @@ class Project:
     while the UI thread journals strokes.
     """
 
-    def __init__(self, folder: Path, db: sqlite3.Connection, lock: ProjectLock) -> None:
+    def __init__(self, folder: Path, db: sqlite3.Connection, lock: ProjectLock | None) -> None:
         self.folder = folder
         self._db = db
-        self._lock = lock
+        self._lock = lock  # None: opened read-only
         self._mutex = threading.RLock()
+        self._batch_depth = 0  # > 0 inside transaction(): writes join the open transaction
 
     # -- opening and closing -------------------------------------------------------------------
     @classmethod
@@ -61,16 +62,37 @@ class Project:
         except OSError as err:
             raise ProjectError(f"Cannot create the project folder {folder}: {err.strerror}.") from err
         project = cls._connect(folder)
-        project.set_classes(classes or default_classes())
+        project.set_classes(default_classes() if classes is None else classes)
         return project
 
     @classmethod
-    def open(cls, folder: str | os.PathLike) -> Project:
-        """Open an existing project, refusing one held by another process or from a newer schema."""
+    def open(cls, folder: str | os.PathLike, read_only: bool = False) -> Project:
+        """Open an existing project, refusing one held by another process or from a newer schema.
+
+        Args:
+            folder: The project folder.
+            read_only: Look without taking the lock (e.g. ``segstudio-cli info`` while the GUI
+                has the project open); every write then fails with ProjectError.
+        """
         folder = Path(folder).absolute()
         if not is_project(folder):
             raise ProjectError(f"{folder} is not a SegStudio project (no {DB_NAME} inside).")
-        return cls._connect(folder)
+        if (folder / DB_NAME).stat().st_size == 0:
+            raise ProjectError(f"The project database in {folder} is empty (damaged).")
+        return cls._connect_read_only(folder) if read_only else cls._connect(folder)
+
+    @classmethod
+    def _connect_read_only(cls, folder: Path) -> Project:
+        uri = (folder / DB_NAME).as_uri() + "?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+            if check_version(db, str(folder)) < SCHEMA_VERSION:
+                db.close()
+                raise ProjectError(f"The project {folder} has an older schema; open it once "
+                                   "with SegStudio to upgrade it.")
+        except sqlite3.DatabaseError as err:
+            raise ProjectError(f"The project database in {folder} is damaged: {err}.") from err
+        return cls(folder, db, None)
 
     @classmethod
     def _connect(cls, folder: Path) -> Project:
@@ -101,7 +123,9 @@ class Project:
 
     def close(self) -> None:
         with self._mutex:
-            if self._lock.held:
+            if self._lock is None:
+                self._db.close()
+            elif self._lock.held:
                 self._db.close()
                 self._lock.release()
 
@@ -111,10 +135,27 @@ class Project:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def read_only(self) -> bool:
+        return self._lock is None
+
+    @contextmanager
+    def transaction(self) -> Iterator[Project]:
+        """Group several writes (e.g. a whole import) into one all-or-nothing transaction."""
+        with self._write():
+            self._batch_depth += 1
+            try:
+                yield self
+            finally:
+                self._batch_depth -= 1
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; disk-full and I/O errors become clear, typed errors."""
         with self._mutex:
+            if self._batch_depth:  # the enclosing transaction() commits or rolls back
+                yield self._db
+                return
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 yield self._db
@@ -127,6 +168,8 @@ class Project:
                         f"The disk holding {self.folder} is full: the last change was not saved "
                         "(it is kept in memory). Free some space; SegStudio retries on the next save."
                     ) from err
+                if isinstance(err, sqlite3.OperationalError) and "readonly" in str(err):
+                    raise ProjectError(f"The project {self.folder} was opened read-only.") from err
                 if isinstance(err, sqlite3.DatabaseError):
                     raise ProjectError(f"Saving to {self.folder} failed: {err}.") from err
                 raise
@@ -171,6 +214,8 @@ class Project:
         Journals are folded into the masks first so the remap is one transaction. Returns the
         number of items whose masks changed.
         """
+        if index == 0:
+            raise ProjectError("The background class (0) cannot be deleted.")
         classes = [c for c in self.classes() if c.index != index]
         if replacement != 0 and replacement not in {c.index for c in classes}:
             raise ProjectError(f"Cannot remap to class {replacement}: it does not exist.")

@@ -211,11 +211,29 @@ def test_nonexistent_project(tmp_path: Path) -> None:
 
 
 def test_project_locked_by_another_process(annotated_project: Path, tmp_path: Path) -> None:
-    with Project.open(annotated_project):
-        result = run_cli("export", annotated_project, "--format", "voc", "--out", tmp_path / "o")
-    assert_one_error_line(result, 1, "already open")
-    assert str(os.getpid()) in result.stderr
-    assert not (tmp_path / "o").exists()
+    """Writing commands are refused while another process has the project open; reading
+    commands (info, list, export) still work, as the GUI may have it open."""
+    out = tmp_path / "voc"
+    run_cli("export", annotated_project, "--format", "voc", "--out", out)
+    with Project.open(annotated_project) as project:
+        before = {i.name: project.load_mask(i) for i in project.items()}
+        result = run_cli("import", annotated_project, "--format", "voc", out)
+        assert_one_error_line(result, 1, "already open")
+        assert str(os.getpid()) in result.stderr
+        result = run_cli("project", "add", annotated_project, tmp_path / "voc" / "JPEGImages")
+        assert_one_error_line(result, 1, "already open")
+
+        info = run_cli("info", annotated_project)
+        assert info.returncode == 0, info.stderr
+        assert json.loads(info.stdout)["items"] == len(before)
+        listed = run_cli("project", "list", annotated_project)
+        assert listed.returncode == 0 and len(listed.stdout.splitlines()) == len(before)
+        again = run_cli("export", annotated_project, "--format", "index", "--out", tmp_path / "i")
+        assert again.returncode == 0, again.stderr
+        for name, labels in before.items():
+            if labels.any():
+                exported = np.array(Image.open(tmp_path / "i" / "masks" / f"{name}.png"))
+                assert np.array_equal(exported, labels)
 
 
 def test_import_errors_are_one_line(annotated_project: Path, tmp_path: Path) -> None:

@@ -534,3 +534,53 @@ def test_a_full_disk_keeps_the_edit_queued_and_saves_it_later(
     with Project.open(project.folder) as reopened:
         np.testing.assert_array_equal(reopened.load_mask(item.id), expected)
         assert reopened.item(item.id).state == "in_progress"
+
+
+def test_create_with_an_empty_class_list_keeps_it_empty(tmp_path: Path) -> None:
+    with Project.create(tmp_path / "p", classes=[]) as project:
+        assert project.classes() == []
+
+
+def test_the_background_class_cannot_be_deleted(project: Project) -> None:
+    with pytest.raises(ProjectError, match="background"):
+        project.delete_class(0)
+    assert project.classes()[0].index == 0
+
+
+def test_a_read_only_open_works_while_another_holds_the_lock(
+    project: Project, workspace: Path
+) -> None:
+    item = _add_coins(project, workspace)
+    labels = np.zeros(item.mask_shape, np.uint8)
+    labels[10:40, 20:60] = 1
+    project.save_mask(item.id, labels)
+    with Project.open(project.folder, read_only=True) as viewer:
+        assert viewer.read_only
+        assert np.array_equal(viewer.load_mask(viewer.item(item.id)), labels)
+        with pytest.raises(ProjectError, match="read-only"):
+            viewer.set_state(item.id, "done")
+    assert project.item(item.id).state != "done"
+
+
+def test_a_transaction_is_all_or_nothing(project: Project, workspace: Path) -> None:
+    item = _add_coins(project, workspace)
+    labels = np.ones(item.mask_shape, np.uint8)
+    with pytest.raises(RuntimeError), project.transaction():
+        project.set_state(item.id, "done")
+        project.save_mask(item.id, labels)
+        raise RuntimeError("crash half-way")
+    assert project.item(item.id).state == "new"
+    assert not project.has_mask(item.id)
+    with project.transaction():
+        project.set_state(item.id, "done")
+        project.save_mask(item.id, labels)
+    assert project.item(item.id).state == "done"
+    assert np.array_equal(project.load_mask(item.id), labels)
+
+
+def test_an_empty_database_file_is_reported_as_damaged(tmp_path: Path) -> None:
+    folder = tmp_path / "p"
+    folder.mkdir()
+    (folder / "project.sqlite").write_bytes(b"")
+    with pytest.raises(ProjectError, match="empty"):
+        Project.open(folder)
