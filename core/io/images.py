@@ -464,9 +464,11 @@ def _load_with_pillow(path: Path, fmt: str) -> np.ndarray:
 
 
 def _jpeg_size(path: Path) -> tuple[int, int]:
-    """Read (width, height) from the first JPEG frame header (SOFn marker)."""
+    """Read (width, height) from the first JPEG frame header (SOFn marker), and refuse a file
+    cut short: its image data must be followed by the end-of-image marker."""
     standalone = {0x01, *range(0xD0, 0xD9)}
     frame_markers = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+    size: tuple[int, int] | None = None
     with _open(path) as fh:
         fh.seek(2)
         while (byte := fh.read(1)) != b"":
@@ -477,16 +479,35 @@ def _jpeg_size(path: Path) -> tuple[int, int]:
                 marker = fh.read(1)
             if marker in (b"", b"\x00") or marker[0] in standalone:
                 continue
+            if marker[0] == 0xDA and size is not None:
+                _check_jpeg_end(path, fh.tell())
+                return size
             if marker[0] in (0xD9, 0xDA):
                 break  # image data or end reached without a frame header
             segment = fh.read(7)
             if len(segment) < 7:
                 break
             length, _precision, height, width = struct.unpack(">HBHH", segment)
-            if marker[0] in frame_markers:
-                return width, height
+            if marker[0] in frame_markers and size is None:
+                size = (width, height)
             fh.seek(length - 7, os.SEEK_CUR)
+    if size is not None:
+        raise CorruptFileError(f"'{path}' is truncated: the JPEG image data is missing.")
     raise CorruptFileError(f"'{path}' is not a valid JPEG file: it has no frame header.")
+
+
+def _check_jpeg_end(path: Path, scan_start: int) -> None:
+    """Entropy-coded data never holds FF D9, so a complete file has it after the first scan.
+
+    Searching backwards from the end finds it at once in a complete file (data appended
+    after it, as in motion photos, is allowed).
+    """
+    import mmap
+
+    with _open(path) as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        if data.rfind(b"\xff\xd9", scan_start) < 0:
+            raise CorruptFileError(
+                f"'{path}' is truncated: the JPEG file ends before its image data does.")
 
 
 def _bmp_size(path: Path) -> tuple[int, int]:
