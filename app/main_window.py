@@ -328,6 +328,9 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.tools.finish_pending()
+        for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
+            if dialog is not None:
+                dialog.close()  # cancels and waits: never destroy a worker thread that runs
         try:
             self.workspace.close()
         except StorageFullError as err:

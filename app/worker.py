@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from core.errors import SegStudioError
 
@@ -36,6 +36,8 @@ class Job(QObject):
         self._runner.moveToThread(self._thread)
         self._thread.started.connect(self._runner.run)
         self._runner.progress.connect(self.progress)
+        # Quit the thread from the worker side, so wait() never needs the UI thread's loop.
+        self._runner.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
         self._runner.done.connect(self._on_done)
 
     def start(self) -> None:
@@ -53,7 +55,6 @@ class Job(QObject):
 
     @Slot(bool, object)
     def _on_done(self, ok: bool, payload: object) -> None:
-        self._thread.quit()
         self._thread.wait()
         if ok:
             self.succeeded.emit(payload)

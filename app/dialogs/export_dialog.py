@@ -136,4 +136,5 @@ class ExportDialog(QDialog):
         if self.job is not None:
             self.job.cancel()
             self.job.wait()
+            self.job = None  # stopped: QDialog's closeEvent may now reject() and hide us
         super().closeEvent(event)

@@ -103,3 +103,9 @@ class ImportDialog(QDialog):
     def reject(self) -> None:
         if self.job is None:  # an import is all-or-nothing: let it finish
             super().reject()
+
+    def closeEvent(self, event) -> None:
+        if self.job is not None:
+            self.job.wait()  # finish the transaction rather than kill it
+            self.job = None
+        super().closeEvent(event)

@@ -226,3 +226,40 @@ def test_status_bar_shows_pixel_value_and_label(qtbot, window, sample_copy):
     text = window.cursor_label.text()
     assert text.startswith("x 123  y 45")
     assert f"value {int(image[45, 123])}" in text and "label 0 (background)" in text
+
+
+def test_export_cancel_and_close_while_running(qtbot, window, sample_copy, tmp_path,
+                                               monkeypatch):
+    import threading
+
+    import core.export
+    from core.errors import ExportError
+
+    started = threading.Event()
+
+    def slow_export(project, fmt, out_dir, *, items=None, report=None, cancel=None, **opts):
+        started.set()
+        for done in range(10_000):
+            if cancel.is_set():
+                raise ExportError("export cancelled; nothing was written")
+            report(done, 10_000)
+            cancel.wait(0.01)
+        return None
+
+    monkeypatch.setattr(core.export, "export_project", slow_export)
+    window.open_paths([str(sample_copy)])
+    window.show_export()
+    dialog = window.export_dialog
+    dialog.out_dir.setText(str(tmp_path / "out"))
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert started.wait(5)
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Cancel).click()  # cancels the job
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=5000)
+    assert "cancelled" in dialog.status.text()
+    assert dialog.isVisible()  # Cancel stopped the job; it did not close the dialog
+
+    started.clear()
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    assert started.wait(5)
+    window.close()  # quitting mid-export waits for the worker instead of crashing
+    assert dialog.job is None or not dialog.job.running
