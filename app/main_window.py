@@ -208,6 +208,7 @@ class MainWindow(QMainWindow):
         if item is None:
             return
         self.display_panel.set_frame_count(item.frames)
+        self.cursor_label.setText("")
         self._show_plane(fit=True)
         if self.workspace.image_error:
             self.statusBar().showMessage(self.workspace.image_error, 10000)
@@ -252,7 +253,7 @@ class MainWindow(QMainWindow):
         self.workspace.set_frame(frame)
 
     def _step_frame(self, delta: int) -> None:
-        self.display_panel.frame.setValue(self.workspace.frame + delta)
+        self.display_panel.frame.setValue(self.workspace.frame + 1 + delta)  # shown 1-based
 
     def _show_cursor(self, x: float, y: float) -> None:
         ix, iy = int(round(x)), int(round(y))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from core.annotation.classes import LabelClass, palette_rgb, voc_color
+from core.annotation.classes import LabelClass, default_color, palette_rgb
 from core.annotation.session import EditSession
 from core.errors import ProjectError, SegStudioError
 from core.project.items import AddReport, Item
@@ -194,7 +194,7 @@ class Workspace(QObject):
     def add_class(self, name: str, color: tuple[int, int, int] | None = None) -> LabelClass:
         classes = self.classes()
         index = max((c.index for c in classes), default=0) + 1
-        new = LabelClass(index, name, color or voc_color(index))
+        new = LabelClass(index, name, color or default_color(index))
         self._require_project().set_classes([*classes, new])
         self.classes_changed.emit()
         return new

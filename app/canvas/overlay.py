@@ -66,6 +66,9 @@ def full_palette(palette: np.ndarray | None) -> np.ndarray:
     return table
 
 
+OUTLINE_MIN_OPACITY = 0.9
+
+
 class LabelOverlayItem(QGraphicsObject):
     """Draws a 2D label array as a colour overlay with partial (bounding-box) updates.
 
@@ -156,6 +159,7 @@ class LabelOverlayItem(QGraphicsObject):
         if outline == self._outline:
             return
         self._outline = outline
+        self._apply_color_table()  # outlines are drawn more opaque than fills
         self.refresh()
 
     def outline_mode(self) -> bool:
@@ -191,7 +195,11 @@ class LabelOverlayItem(QGraphicsObject):
     def _apply_color_table(self) -> None:
         if self._qimage is None:
             return
-        alpha = round(self._opacity * 255)
+        opacity = self._opacity
+        if self._outline and opacity > 0:
+            # A one-pixel contour at fill opacity all but vanishes: draw it nearly opaque.
+            opacity = max(opacity, OUTLINE_MIN_OPACITY)
+        alpha = round(opacity * 255)
         rgb = self._palette.astype(np.uint32)
         argb = (alpha << 24) | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
         argb[0] = 0  # background: fully transparent

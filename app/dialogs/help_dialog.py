@@ -27,7 +27,10 @@ class ShortcutsDialog(QDialog):
             for col, text in enumerate((spec.text, ", ".join(keys_for(spec.action_id)),
                                         f"shortcuts/{spec.action_id}")):
                 self.table.setItem(row, col, QTableWidgetItem(text))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.resizeColumnsToContents()
+        self.table.horizontalHeader().setStretchLastSection(True)
         mouse = QLabel(
             "Mouse: left-drag paints with the brush/eraser; wheel zooms; middle- or right-drag "
             "pans (also Space+drag). Polygon: click points, double-click, Enter or a click on the "
@@ -43,4 +46,4 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(mouse)
         layout.addWidget(where)
         layout.addWidget(buttons)
-        self.resize(620, 560)
+        self.resize(820, 600)

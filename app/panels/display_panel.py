@@ -53,7 +53,7 @@ class DisplayPanel(QWidget):
         levels.addWidget(auto)
         self.frame = QSpinBox()
         self.frame.setObjectName("frame_spin")
-        self.frame.valueChanged.connect(self.frame_changed)
+        self.frame.valueChanged.connect(lambda page: self.frame_changed.emit(page - 1))
         form = QFormLayout(self)
         form.addRow("Label opacity", self.opacity)
         form.addRow(self.show_labels)
@@ -73,8 +73,16 @@ class DisplayPanel(QWidget):
             box.blockSignals(False)
 
     def set_frame_count(self, count: int) -> None:
+        """Pages are shown counted from 1 ("2 / 5"); ``frame_changed`` gives 0-based indices."""
         self.frame.blockSignals(True)
-        self.frame.setRange(0, max(count - 1, 0))
-        self.frame.setValue(0)
+        self.frame.setRange(1, max(count, 1))
+        self.frame.setSuffix(f" / {max(count, 1)}")
+        self.frame.setValue(1)
         self.frame.setEnabled(count > 1)
+        self.frame.blockSignals(False)
+
+    def show_frame(self, frame: int) -> None:
+        """Display the 0-based ``frame`` without emitting."""
+        self.frame.blockSignals(True)
+        self.frame.setValue(frame + 1)
         self.frame.blockSignals(False)

@@ -23,6 +23,23 @@ def voc_color(index: int) -> Color:
     return r, g, b
 
 
+# Bright, mutually distinct colours for the classes a user adds (VOC's first colours are dark
+# and hard to see over medical and microscopy images). Past the list, VOC colours take over.
+DISTINCT_COLORS: tuple[Color, ...] = (
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48),
+    (145, 30, 180), (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212),
+    (0, 128, 128), (220, 190, 255), (170, 110, 40), (255, 250, 200), (128, 0, 0),
+    (170, 255, 195), (128, 128, 0), (255, 215, 180), (0, 0, 128), (128, 128, 128),
+)
+
+
+def default_color(index: int) -> Color:
+    """Display colour for a new class with this index."""
+    if 1 <= index <= len(DISTINCT_COLORS):
+        return DISTINCT_COLORS[index - 1]
+    return voc_color(index % 256)
+
+
 @dataclass(frozen=True)
 class LabelClass:
     """One class of the project: the value stored in masks, a name and a display colour."""
@@ -44,7 +61,7 @@ class LabelClass:
 
 def default_classes() -> list[LabelClass]:
     """Background plus one foreground class: what a new project starts with."""
-    return [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "object", voc_color(1))]
+    return [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "object", default_color(1))]
 
 
 def palette_rgb(classes: list[LabelClass], size: int = 256) -> np.ndarray:

@@ -34,6 +34,8 @@ def window(qtbot, monkeypatch):
     win.resize(1200, 800)
     win.show()
     qtbot.wait_exposed(win)
+    win.activateWindow()
+    qtbot.waitUntil(win.isActiveWindow)  # window shortcuts (keys) need the active window
     return win
 
 

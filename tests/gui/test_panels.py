@@ -103,8 +103,10 @@ def test_stack_pages_are_edited_separately(qtbot, tmp_path, sample_dir):
     window.open_paths([str(folder)])
     row = [i.name for i in window.workspace.items].index("camera_stack")
     window._open_item(row)
-    assert window.display_panel.frame.isEnabled() and window.display_panel.frame.maximum() == 4
-    window.display_panel.frame.setValue(2)
+    frame_box = window.display_panel.frame
+    assert frame_box.isEnabled() and frame_box.maximum() == 5 and frame_box.text() == "1 / 5"
+    window.display_panel.frame.setValue(3)  # pages are shown counted from 1
+    assert window.workspace.frame == 2
     assert window.canvas.image().shape == (160, 160)
     assert np.array_equal(window.canvas.image(), window.workspace.image[2])
     window.workspace.session.polygon([(5, 5), (50, 5), (50, 50)], PaintRule(1))
@@ -154,3 +156,24 @@ def test_shortcuts_dialog_lists_every_shortcut_and_user_overrides(qtbot):
     qtbot.add_widget(window)
     keys = [k.toString() for k in window.actions_by_id["next_item"].shortcuts()]
     assert keys == ["N", "Space"]
+
+
+def test_page_keys_step_through_a_stack(qtbot, tmp_path, sample_dir):
+    from PySide6.QtCore import Qt
+
+    window = MainWindow()
+    qtbot.add_widget(window)
+    window.show()
+    folder = tmp_path / "images"
+    shutil.copytree(sample_dir, folder)
+    window.open_paths([str(folder)])
+    window._open_item([i.name for i in window.workspace.items].index("camera_stack"))
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)  # window shortcuts need the active window
+    for _ in range(2):
+        qtbot.keyClick(window.canvas.view, Qt.Key.Key_Right)
+    assert window.workspace.frame == 2 and window.display_panel.frame.text() == "3 / 5"
+    qtbot.keyClick(window.canvas.view, Qt.Key.Key_Left)
+    assert window.workspace.frame == 1
+    assert np.array_equal(window.canvas.image(), window.workspace.image[1])
+    window.close()
