@@ -265,3 +265,26 @@ def test_export_cancel_and_close_while_running(qtbot, window, sample_copy, tmp_p
     assert started.wait(5)
     window.close()  # quitting mid-export waits for the worker instead of crashing
     assert dialog.job is None or not dialog.job.running
+
+
+def test_dropping_files_opens_them_then_adds_to_the_project(qtbot, window, sample_copy,
+                                                             tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    def drop(paths: list[Path]) -> None:
+        mime = QMimeData()
+        mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+        event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime,
+                           Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+        window.dropEvent(event)
+
+    drop([sample_copy / "camera.png", sample_copy / "coffee.jpg"])
+    assert [i.name for i in window.workspace.items] == ["camera", "coffee"]
+    assert window.workspace.project.folder == sample_copy / ".segstudio"
+    other = tmp_path / "more"
+    other.mkdir()
+    shutil.copy(sample_copy / "chelsea.png", other / "cat.png")
+    drop([other])  # a folder dropped on an open project joins it
+    assert [i.name for i in window.workspace.items] == ["camera", "coffee", "cat"]
+    assert window.workspace.project.folder == sample_copy / ".segstudio"
