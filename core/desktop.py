@@ -7,14 +7,13 @@ rarely on it), so the installed entry names the launcher by its absolute path in
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from core.errors import SegStudioError
+from core.fsutil import atomic_write_bytes
 from core.resources import icon_path, resources_dir
 
 APP_ID = "segstudio"
@@ -166,15 +165,4 @@ def _resolve_launcher(exec_path: str | None) -> str:
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp_name)
-        raise
+    atomic_write_bytes(path, data, mode)

@@ -26,8 +26,13 @@ _COPY_CHUNK = 1 << 20
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` by ``data``: a temporary file in the same folder, fsync'ed, then renamed.
+
+    Args:
+        path: The file to write.
+        data: Its new content.
+        mode: Permission bits to give the file (None: the temporary file's 0o600).
 
     Raises:
         OSError: the folder is not writable or the disk is full; ``path`` is then unchanged.
@@ -37,6 +42,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     os.close(fd)
     try:
         _write_synced(Path(temp_name), [data])
+        if mode is not None:
+            os.chmod(temp_name, mode)
         os.replace(temp_name, path)
     except BaseException:
         with contextlib.suppress(OSError):
