@@ -25,6 +25,7 @@ from app.dialogs.import_dialog import ImportDialog
 from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
+from app.panels.models_panel import ModelsPanel
 from app.toolbar import ToolOptionsBar
 from app.workspace import Workspace
 from core.errors import SegStudioError, StorageFullError
@@ -44,12 +45,15 @@ class MainWindow(QMainWindow):
         self.classes_panel = ClassesPanel(self.workspace)
         self.items_panel = ItemsPanel(self.workspace)
         self.display_panel = DisplayPanel()
+        self.models_panel = ModelsPanel(self.workspace)
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
         right = Qt.DockWidgetArea.RightDockWidgetArea
         docks = [self._dock("Classes", self.classes_panel, right),
                  self._dock("Display", self.display_panel, right),
                  self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
+        self.tabifyDockWidget(docks[1], self._dock("Models", self.models_panel, right))
+        docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
         self.cursor_label = QLabel("")
@@ -130,6 +134,8 @@ class MainWindow(QMainWindow):
         dp.auto_levels_requested.connect(self._auto_levels)
         dp.frame_changed.connect(self._set_frame)
         self.canvas.cursor_moved.connect(self._show_cursor)
+        self.models_panel.applied.connect(self._on_prediction)
+        self.models_panel.confidence.toggled.connect(lambda _on: self._show_confidence())
 
     def _restore_settings(self) -> None:
         geometry = settings.settings().value("window/geometry")
@@ -209,6 +215,8 @@ class MainWindow(QMainWindow):
             return
         self.display_panel.set_frame_count(item.frames)
         self.cursor_label.setText("")
+        self.models_panel.last_prediction = None
+        self.canvas.set_confidence(None)
         self._show_plane(fit=True)
         if self.workspace.image_error:
             self.statusBar().showMessage(self.workspace.image_error, 10000)
@@ -223,6 +231,21 @@ class MainWindow(QMainWindow):
         self.display_panel.show_levels(*self.canvas.levels())
         if fit:
             self.canvas.fit()
+
+    def _on_prediction(self, _prediction) -> None:
+        labels = self.workspace.label_plane()  # may have been widened to uint16: re-attach
+        if labels is not None:
+            self.canvas.set_labels(labels, self.workspace.palette())
+        self._show_confidence()
+        self._update_title()
+
+    def _show_confidence(self) -> None:
+        """The last prediction's confidence, when asked for and it belongs to what is shown."""
+        prediction = self.models_panel.last_prediction
+        labels = self.workspace.label_plane()
+        show = (self.models_panel.confidence.isChecked() and prediction is not None
+                and labels is not None and prediction.confidence.shape == labels.shape)
+        self.canvas.set_confidence(prediction.confidence if show else None)
 
     def _on_classes_changed(self) -> None:
         self.canvas.set_palette(self.workspace.palette())
@@ -329,6 +352,7 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.tools.finish_pending()
+        self.models_panel.shutdown()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
             if dialog is not None:
                 dialog.close()  # cancels and waits: never destroy a worker thread that runs

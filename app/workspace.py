@@ -199,6 +199,19 @@ class Workspace(QObject):
         self.classes_changed.emit()
         return new
 
+    def ensure_classes(self, names: list[str], labels: np.ndarray) -> list[LabelClass]:
+        """Add a class for every label value in ``labels`` the project lacks, named after the
+        model's class ``names`` (a model trained elsewhere brings its own classes)."""
+        known = {c.index for c in self.classes()}
+        present = np.unique(labels)
+        added = [LabelClass(int(v), names[v] if v < len(names) else f"class {v}",
+                            default_color(int(v)))
+                 for v in present if int(v) not in known and v != 0]
+        if added:
+            self._require_project().set_classes([*self.classes(), *added])
+            self.classes_changed.emit()
+        return added
+
     def update_class(self, index: int, name: str | None = None,
                      color: tuple[int, int, int] | None = None) -> None:
         classes = [

@@ -14,12 +14,16 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
-# Top-level packages core must never load: the GUI toolkits, the GUI package, and torch (which
-# core imports inside the functions that need it, so the window opens fast).
-FORBIDDEN_IN_CORE = frozenset(
-    {"PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6", "app", "torch", "torchvision"}
-)
-HEAVY_FOR_APP_START = frozenset({"torch", "torchvision"})
+# Top-level packages core must never load: the GUI toolkits and the GUI package.
+FORBIDDEN_IN_CORE = frozenset({"PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6", "app"})
+TORCH = frozenset({"torch", "torchvision"})
+# The only core modules that may import torch when imported: model families and the inference
+# engine, which the registry and the GUI load on demand. Everything else (the registry, weights
+# records, inference errors) must list and describe models without torch.
+TORCH_MODULES = ("core.models.", "core.inference.")
+TORCH_FREE_EXCEPTIONS = frozenset(
+    {"core.models.registry", "core.models.weights", "core.inference.errors"})
+HEAVY_FOR_APP_START = TORCH
 
 # Imports the modules named on the command line, then every module of core, and prints what
 # it imported and what ended up in sys.modules as one JSON line.
@@ -29,11 +33,14 @@ import importlib, json, pkgutil, sys
 def reraise(name):
     raise  # walk_packages calls this inside its "except ImportError" block
 
-for extra in sys.argv[1:]:
+skip = tuple(json.loads(sys.argv[1]))  # module prefixes not to import
+for extra in sys.argv[2:]:
     importlib.import_module(extra)
 import core
 imported = ["core"]
 for info in pkgutil.walk_packages(core.__path__, "core.", onerror=reraise):
+    if info.name.startswith(skip):
+        continue
     importlib.import_module(info.name)
     imported.append(info.name)
 print(json.dumps({"core_file": core.__file__, "imported": imported, "loaded": sorted(sys.modules)}))
@@ -89,8 +96,14 @@ def _core_modules_on_disk() -> set[str]:
     return names
 
 
-def test_core_imports_no_qt_app_or_torch() -> None:
-    report = _run_probe(_CORE_PROBE)
+def _torch_modules() -> list[str]:
+    """Prefixes of the modules allowed to load torch (skipped by the torch-free probe)."""
+    return [m for m in _core_modules_on_disk()
+            if m.startswith(TORCH_MODULES) and m not in TORCH_FREE_EXCEPTIONS]
+
+
+def test_core_imports_no_qt_or_app() -> None:
+    report = _run_probe(_CORE_PROBE, "[]")
 
     assert Path(report["core_file"]).resolve().is_relative_to(REPO_ROOT), report["core_file"]
     imported = set(report["imported"])
@@ -105,9 +118,26 @@ def test_core_imports_no_qt_app_or_torch() -> None:
     assert forbidden == [], f"importing core loaded {forbidden}"
 
 
+def test_core_outside_models_and_inference_never_imports_torch() -> None:
+    heavy = _torch_modules()
+    report = _run_probe(_CORE_PROBE, json.dumps(heavy))
+
+    assert {"core.models", "core.models.registry", "core.cli", "core.inference"} <= set(
+        report["imported"])
+    assert len(report["imported"]) >= 20
+    loaded = _forbidden(report["loaded"], TORCH)
+    assert loaded == [], f"importing core (without {heavy}) loaded {loaded}"
+
+
+def test_torch_probe_detects_a_torch_import() -> None:
+    report = _run_probe(_CORE_PROBE, "[]", "core.models.unet")
+
+    assert "torch" in report["loaded"]
+
+
 def test_core_probe_detects_a_qt_import() -> None:
     # The check above must be able to fail: the same probe sees Qt when something loads it.
-    report = _run_probe(_CORE_PROBE, "PySide6.QtCore")
+    report = _run_probe(_CORE_PROBE, "[]", "PySide6.QtCore")
 
     assert "PySide6.QtCore" in _forbidden(report["loaded"], FORBIDDEN_IN_CORE)
 

@@ -215,9 +215,13 @@ class ImageCanvas(QWidget):
         self.view.setCentralItem(self.view_box)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.overlay = LabelOverlayItem()
+        # A model's confidence (max class probability) as a heat map: low confidence glows red.
+        self.confidence_item = pg.ImageItem(axisOrder="row-major")
+        self.confidence_item.setVisible(False)
+        self.confidence_item.setOpacity(0.6)
         self.brush_cursor = BrushCursorItem()
         self.polygon_preview = PolygonPreviewItem()
-        for z, item in enumerate((self.image_item, self.overlay)):
+        for z, item in enumerate((self.image_item, self.overlay, self.confidence_item)):
             item.setPos(-0.5, -0.5)  # pixel centres on integer view coordinates
             item.setZValue(z)
             self.view_box.addItem(item)
@@ -319,6 +323,27 @@ class ImageCanvas(QWidget):
 
     def set_overlay_visible(self, visible: bool) -> None:
         self.overlay.setVisible(bool(visible))
+
+    def set_confidence(self, confidence: np.ndarray | None) -> None:
+        """Show where a model was unsure: (H, W) probabilities in [0, 1] (None clears it).
+
+        Uncertainty (1 - confidence) is drawn in red with matching alpha, so confident regions
+        stay clear and the person's eye goes to what needs checking.
+        """
+        if confidence is None:
+            self.confidence_item.clear()
+            self.confidence_item.setVisible(False)
+            return
+        doubt = np.clip(1.0 - np.asarray(confidence, np.float32), 0.0, 1.0)
+        rgba = np.zeros((*doubt.shape, 4), np.uint8)
+        rgba[..., 0] = 255
+        rgba[..., 1] = (80 * (1.0 - doubt)).astype(np.uint8)
+        rgba[..., 3] = (255 * doubt).astype(np.uint8)
+        self.confidence_item.setImage(rgba, autoLevels=False, levels=(0, 255))
+        self.confidence_item.setVisible(True)
+
+    def confidence_visible(self) -> bool:
+        return self.confidence_item.isVisible()
 
     def overlay_visible(self) -> bool:
         return self.overlay.isVisible()

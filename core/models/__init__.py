@@ -1,0 +1,15 @@
+"""Models SegStudio can build and run, in a torchvision-like registry (torch-free to list)."""
+
+from core.models.registry import (
+    TASKS,
+    ModelInfo,
+    UnknownModelError,
+    get_model,
+    list_models,
+    model_info,
+    register,
+)
+from core.models.weights import Weights
+
+__all__ = ["TASKS", "ModelInfo", "UnknownModelError", "Weights", "get_model", "list_models",
+           "model_info", "register"]
