@@ -15,6 +15,8 @@ Usage::
                          [--items done|all]
     segstudio-cli import PROJECT --format voc|index DIR
     segstudio-cli models [--task TASK] [--params] [--json]
+    segstudio-cli predict --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
+                          [--tile N --overlap F] INPUT... (--out DIR | --project DIR)
     segstudio-cli install-desktop
 """
 
@@ -29,11 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.cli_models import add_model_parsers
 from core.errors import SegStudioError
 
 PROG = "segstudio-cli"
 FORMATS = ("voc", "index")  # kept literal so --help stays fast; checked against the registry
-MODEL_TASKS = ("semantic", "instance", "flow", "action")  # core.models.registry.TASKS
 REPORT_HINT = "please report this with the command you ran"
 
 
@@ -247,70 +249,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- models ------------------------------------------------------------------------------------------
-def cmd_models(args: argparse.Namespace) -> int:
-    """List the registered models and whether their published weights are on this machine."""
-    from core.models.registry import list_models, model_info
-
-    rows, failed = [], False
-    for name in list_models(args.task):
-        info = model_info(name)
-        row = {"name": name, "task": info.task, "input_kind": info.input_kind,
-               "paper": info.paper, "description": info.description}
-        try:
-            row["weights"] = [_weights_row(w) for w in info.weights().values()]
-            if args.params:
-                row["params"] = _count_params(info)
-        except ImportError as err:  # a family module that cannot load: report it, list the rest
-            print(f"warning: {name}: {err}", file=sys.stderr)
-            row.setdefault("weights", [])
-            failed = True
-        rows.append(row)
-    if args.json:
-        for row in rows:
-            _print_json(row)
-    else:
-        _print_models_table(rows)
-    return 1 if failed else 0
-
-
-def _weights_row(weights: Any) -> dict[str, Any]:
-    from core.models.loading import cached_weights_path  # torch; looks at the cache only
-
-    path = cached_weights_path(weights)
-    return {"name": weights.name, "source": weights.source, "file_name": weights.file_name,
-            "classes": weights.num_classes, "metrics": weights.metrics,
-            "available": path is not None, "path": str(path) if path else None}
-
-
-def _count_params(info: Any) -> int:
-    """Parameters of the model as built by default (semantic models: 2 classes, 3 channels)."""
-    import torch
-
-    kwargs = {"num_classes": 2, "in_channels": 3} if info.task == "semantic" else {}
-    try:
-        with torch.device("meta"):  # shapes only: no memory, no initialisation time
-            module = info.build(**kwargs)
-    except Exception:
-        module = info.build(**kwargs)
-    return sum(p.numel() for p in module.parameters())
-
-
-def _print_models_table(rows: list[dict[str, Any]]) -> None:
-    width = max((len(r["name"]) for r in rows), default=4)
-    with_params = any("params" in r for r in rows)
-    print(f"{'MODEL':<{width}}  {'TASK':<8}  {'INPUT':<5}  {'PARAMS   ' if with_params else ''}"
-          f"PAPER")
-    for row in rows:
-        params = f"{row.get('params', 0) / 1e6:7.2f}M  " if with_params else ""
-        print(f"{row['name']:<{width}}  {row['task']:<8}  {row['input_kind']:<5}  {params}"
-              f"{row['paper']}")
-        for weights in row["weights"]:
-            where = (f"available: {weights['path']}" if weights["available"]
-                     else f"not on this machine ({weights['file_name']})")
-            print(f"{'':<{width}}    weights {weights['name']}: {where}")
-
-
 def cmd_install_desktop(args: argparse.Namespace) -> int:
     from core.desktop import install_desktop_entry
 
@@ -348,13 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("dir", metavar="DIR", help="dataset folder")
     imp.set_defaults(handler=cmd_import)
 
-    models = commands.add_parser("models", help="list the models and their weights")
-    models.add_argument("--task", choices=MODEL_TASKS,
-                        help="only the models of this task")
-    models.add_argument("--params", action="store_true",
-                        help="count parameters (builds every model: slower)")
-    models.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    models.set_defaults(handler=cmd_models)
+    add_model_parsers(commands)
 
     desktop = commands.add_parser("install-desktop", help="add SegStudio to the desktop menu")
     desktop.set_defaults(handler=cmd_install_desktop)

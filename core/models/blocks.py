@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 UPSAMPLING_MODES = ("nearest", "bilinear", "transpose", "maxunpool")
@@ -125,7 +125,8 @@ class UpsampleBlock(nn.Module):
       found its maximum (zeros elsewhere); needs those ``indices`` and ``out_channels`` equal to
       the pooled tensor's channels.
 
-    Shapes: (N, in_channels, h, w) -> (N, out_channels, 2h, 2w), or ``output_size`` when given.
+    Shapes: (N, in_channels, h, w) -> (N, out_channels, 2h, 2w); the resampling and unpooling
+    modes honour ``output_size`` instead when given (the transposed convolution is always 2x).
     """
 
     def __init__(self, in_channels: int, out_channels: int, mode: str = "bilinear") -> None:

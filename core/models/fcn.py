@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 

@@ -476,7 +476,10 @@ def _load_published(info: ModelInfo, record: Weights, num_classes: int | None,
         state = state.get("state_dict")
     module = info.build(num_classes=record.num_classes, in_channels=record.in_channels,
                         **model_kwargs)
-    _load_state(module, _as_state_dict(state, path), f"{path.name} ({record.name})", info.name)
+    state = _as_state_dict(state, path)
+    own = module.state_dict()  # built with aux_loss=False: the official aux head is not needed
+    state = {k: v for k, v in state.items() if k in own or not k.startswith("aux_classifier.")}
+    _load_state(module, state, f"{path.name} ({record.name})", info.name)
     return _ready(module, info.name, list(record.classes), record.in_channels, record.mean,
                   record.std, record.name, record.source, path, model_kwargs)
 

@@ -10,7 +10,7 @@ measure how much slower it is than a fully convolutional network.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from core.models.blocks import ConvBNReLU, pad_mode

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import cli
+from core import cli, cli_models
 from core.errors import CorruptFileError, SegStudioError, UnsupportedFormatError
 from core.models.loading import (
     ChecksumError,
@@ -250,6 +250,9 @@ def test_torchvision_weights_found_in_the_cache(torch_home: Path,
     assert (loaded.weights_source, loaded.weights_path) == (
         "torchvision", checkpoints / record.file_name)
     assert no_network == []
+    without_aux = load_model(TV_MODEL, weights=record.name, aux_loss=False)
+    with torch.no_grad():
+        torch.testing.assert_close(without_aux.module(x), reference(x)["out"])
     with pytest.raises(ChecksumError, match="not the published"):  # asked to check: it is fake
         resolve_weights_file(record, verify=True)
     with pytest.raises(WeightsMismatchError, match="21 classes.*asked for .* 5 classes"):
@@ -361,4 +364,4 @@ def test_cli_models_in_process_touches_no_network(no_network: list[object],
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [row["name"] for row in rows] == list_models("semantic")
     assert all(row["params"] > 0 for row in rows)
-    assert no_network == [] and cli.MODEL_TASKS == TASKS
+    assert no_network == [] and cli_models.MODEL_TASKS == TASKS
