@@ -20,8 +20,6 @@ interleaved (A, B, A, B, ...) after a warm-up, and reported as the ratio of medi
 3. The sliding-window patch classifier (registered as ``patch_classifier``) / an FCN of similar
    depth and width, both run by the engine on a 256 x 256 image: how much the patch-by-patch
    classifier recomputes (the lecture's claim that FCNs share the work of overlapping patches).
-   While core/models/patch_classifier.py did not exist, a minimal classifier stood in, compared
-   with itself convolutionalised (that code path stays for reference).
 """
 
 from __future__ import annotations
@@ -160,81 +158,17 @@ def bench_sliding_window() -> None:
 
 
 # -- 3 ------------------------------------------------------------------------------------------
-class MinimalPatchClassifier(nn.Module):
-    """Stand-in for ``core.models.patch_classifier`` while that file does not exist.
-
-    Classifies the centre pixel of the ``patch`` x ``patch`` neighbourhood of every pixel
-    (image reflected at its borders): ``layers`` unpadded 3x3 conv + ReLU of ``width``
-    channels and a linear layer, run on ``chunk`` patches at a time.
-    Shapes: (N, C, H, W) -> (N, K, H, W).
-    """
-
-    def __init__(self, in_channels: int = 1, num_classes: int = 2, patch: int = 17,
-                 width: int = 16, layers: int = 3, chunk: int = 2048) -> None:
-        super().__init__()
-        body: list[nn.Module] = []
-        channels = in_channels
-        for _ in range(layers):
-            body += [nn.Conv2d(channels, width, 3), nn.ReLU(inplace=True)]
-            channels = width
-        self.patch, self.chunk = patch, chunk
-        self.side = patch - 2 * layers
-        self.body = nn.Sequential(*body)
-        self.classifier = nn.Linear(width * self.side**2, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F  # noqa: N812
-
-        n, c, h, w = x.shape
-        r = self.patch // 2
-        patches = F.unfold(F.pad(x, (r, r, r, r), mode="reflect"), self.patch)
-        patches = patches.transpose(1, 2).reshape(-1, c, self.patch, self.patch)
-        logits = torch.cat([self.classifier(self.body(part).flatten(1))
-                            for part in patches.split(self.chunk)])
-        return logits.reshape(n, h * w, -1).transpose(1, 2).reshape(n, -1, h, w)
-
-
-class ConvolutionalisedPatchClassifier(nn.Module):
-    """The same network made fully convolutional (Long et al.): the linear layer becomes a
-    ``side`` x ``side`` convolution, so overlapping patches share their convolutions.
-    Same weights, same output (up to float rounding), computed once per pixel instead of once
-    per pixel per patch it belongs to."""
-
-    def __init__(self, patch_classifier: MinimalPatchClassifier) -> None:
-        super().__init__()
-        linear = patch_classifier.classifier
-        width = linear.in_features // patch_classifier.side**2
-        self.pad = patch_classifier.patch // 2
-        self.body = patch_classifier.body
-        self.head = nn.Conv2d(width, linear.out_features, patch_classifier.side)
-        with torch.no_grad():
-            self.head.weight.copy_(linear.weight.reshape(self.head.weight.shape))
-            self.head.bias.copy_(linear.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F  # noqa: N812
-
-        p = self.pad
-        return self.head(self.body(F.pad(x, (p, p, p, p), mode="reflect")))
-
-
 def bench_patch_classifier() -> None:
     torch.manual_seed(0)
     image = transform.resize(data.camera(), (256, 256), order=1, preserve_range=True)
     image = image.astype(np.uint8)
     engine = InferenceEngine(InferenceSettings(device="cpu", tile_size=256))
-    if importlib.util.find_spec("core.models.patch_classifier") is not None:
-        from core.models.registry import get_model
+    from core.models.registry import get_model
 
-        patch = get_model("patch_classifier", num_classes=2, in_channels=1).eval()
-        fcn = matching_fcn(patch)
-        source = ("registered patch_classifier, 33x33 patches, vs an FCN of its convolutions "
-                  "at full resolution, its linear layers as 1x1 convolutions")
-    else:
-        patch = MinimalPatchClassifier().eval()
-        fcn = ConvolutionalisedPatchClassifier(patch).eval()
-        source = ("core.models.patch_classifier is missing: a minimal 17x17-patch classifier "
-                  "(3 convs of 16 + linear) vs itself convolutionalised (same weights)")
+    patch = get_model("patch_classifier", num_classes=2, in_channels=1).eval()
+    fcn = matching_fcn(patch)
+    source = ("registered patch_classifier, 33x33 patches, vs an FCN of its convolutions "
+              "at full resolution, its linear layers as 1x1 convolutions")
     mean, std = default_normalisation(1)
     loaded = {label: LoadedModel(module, label, ("a", "b"), 1, mean, std)
               for label, module in (("patch classifier", patch), ("FCN", fcn))}
@@ -248,12 +182,7 @@ def bench_patch_classifier() -> None:
               f"{seconds * 1000:9.1f} ms (median)")
     print(f"  the patch classifier takes {times['patch classifier'] / times['FCN']:.0f}x the "
           f"FCN's time")
-    if isinstance(fcn, ConvolutionalisedPatchClassifier):
-        a = engine.predict(loaded["patch classifier"], image, keep_probabilities=True)
-        b = engine.predict(loaded["FCN"], image, keep_probabilities=True)
-        diff = np.abs(a.probabilities.astype(np.float32) - b.probabilities.astype(np.float32))
-        print(f"  same result: max |probability difference| {diff.max():.1e}, labels equal on "
-              f"{np.mean(a.labels == b.labels):.2%} of pixels")
+
 
 
 def count_params(module: nn.Module) -> int:

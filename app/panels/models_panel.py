@@ -42,7 +42,7 @@ class RunRequest:
 
     model: str
     weights: str | None
-    num_classes: int
+    num_classes: int | None  # only for untrained models: weights bring their own classes
     device: str
     tile: int
     overlap: float
@@ -136,8 +136,12 @@ class ModelsPanel(QWidget):
         except Exception as err:  # noqa: BLE001 - a broken family must not break the panel
             published = {}
             self.status.setText(f"Could not list the weights of {name}: {err}")
-        for key in published:
-            self.weights.addItem(key, key)
+        if published:
+            from core.models.loading import cached_weights_path  # torch: already loaded
+
+            for key, record in published.items():
+                where = "" if cached_weights_path(record) else "  (not on this machine)"
+                self.weights.addItem(f"{key}{where}", key)
         self.weights.addItem("Checkpoint file…", CHECKPOINT)
         if published:
             self.weights.setCurrentIndex(1)
@@ -162,7 +166,8 @@ class ModelsPanel(QWidget):
         num_classes = max((c.index for c in classes), default=1) + 1
         session = self.workspace.session
         return RunRequest(
-            model=self.model.currentData(), weights=weights, num_classes=max(num_classes, 2),
+            model=self.model.currentData(), weights=weights,
+            num_classes=max(num_classes, 2) if weights is None else None,
             device=self.device.currentText(), tile=self.tile.value(),
             overlap=self.overlap.value(), scope=scope,
             item_id=session.item.id if session else None,

@@ -143,3 +143,18 @@ def test_result_lands_on_its_own_item_when_the_person_moved_on(qtbot, window):
     assert not ws.session.labels.any()  # the open item was not touched
     with Project.open(ws.project.folder, read_only=True) as view:
         assert view.has_mask(first.id)
+
+
+def test_published_weights_not_on_this_machine_say_where_to_put_them(qtbot, window,
+                                                                      monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    panel = window.models_panel
+    panel.model.setCurrentIndex(panel.model.findData("deeplabv3_mobilenet_v3_large"))
+    index = panel.weights.findData("deeplabv3_mobilenet_v3_large.coco_voc")
+    assert panel.weights.itemText(index).endswith("(not on this machine)")
+    panel.weights.setCurrentIndex(index)
+    run_and_wait(qtbot, panel, "current")
+    text = panel.status.text()
+    assert "deeplabv3_mobilenet_v3_large-fc3c493d.pth" in text
+    assert str(tmp_path / "torch") in text  # where to place the file
+    assert not window.workspace.session.labels.any()
