@@ -22,6 +22,7 @@ from app.canvas.viewer import ImageCanvas
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
 from app.dialogs.import_dialog import ImportDialog
+from app.panels.assist_panel import AssistPanel
 from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
@@ -46,6 +47,7 @@ class MainWindow(QMainWindow):
         self.items_panel = ItemsPanel(self.workspace)
         self.display_panel = DisplayPanel()
         self.models_panel = ModelsPanel(self.workspace)
+        self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
         right = Qt.DockWidgetArea.RightDockWidgetArea
@@ -53,6 +55,7 @@ class MainWindow(QMainWindow):
                  self._dock("Display", self.display_panel, right),
                  self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
         self.tabifyDockWidget(docks[1], self._dock("Models", self.models_panel, right))
+        self.tabifyDockWidget(docks[1], self._dock("Assist", self.assist_panel, right))
         docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
@@ -135,6 +138,7 @@ class MainWindow(QMainWindow):
         dp.frame_changed.connect(self._set_frame)
         self.canvas.cursor_moved.connect(self._show_cursor)
         self.models_panel.applied.connect(self._on_prediction)
+        self.assist_panel.applied.connect(self._on_prediction)
         self.models_panel.confidence.toggled.connect(lambda _on: self._show_confidence())
 
     def _restore_settings(self) -> None:
@@ -353,6 +357,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.tools.finish_pending()
         self.models_panel.shutdown()
+        self.assist_panel.shutdown()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
             if dialog is not None:
                 dialog.close()  # cancels and waits: never destroy a worker thread that runs

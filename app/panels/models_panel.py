@@ -133,7 +133,7 @@ class ModelsPanel(QWidget):
         name = self.model.currentData()
         try:
             published = model_info(name).weights() if name else {}
-        except Exception as err:  # noqa: BLE001 - a broken family must not break the panel
+        except Exception as err:  # a broken family must not break the panel
             published = {}
             self.status.setText(f"Could not list the weights of {name}: {err}")
         if published:
