@@ -22,6 +22,12 @@ from core.annotation.tools import (
     paint_segment,
     replace_labels,
 )
+from core.annotation.volume_tools import (
+    interpolate_between_slices,
+    keep_largest_component,
+    remove_small_components_3d,
+    threshold_fill,
+)
 from core.project.items import Item
 from core.project.store import Project
 
@@ -97,6 +103,29 @@ class EditSession:
         if new_plane.max(initial=0) > np.iinfo(self.labels.dtype).max:
             self.labels = self.labels.astype(np.uint16)
         return self._finish(replace_labels(self.labels, new_plane, self.plane))
+
+    # -- volume tools (whole label volume, one undo step each) ---------------------------------------
+    def interpolate_slices(self, value: int, axis: int = 0, start: int | None = None,
+                           stop: int | None = None) -> Edit | None:
+        """Fill the slices between annotated slices of ``value`` (shape-based interpolation)."""
+        return self._finish(interpolate_between_slices(self.labels, value, axis, start, stop))
+
+    def threshold_fill(self, image: np.ndarray, low: float, high: float, value: int,
+                       box: Sequence[slice] | None = None, within: np.ndarray | None = None,
+                       overwrite: bool = False) -> Edit | None:
+        """Set ``value`` where ``low <= image <= high`` inside ``box`` and ``within``."""
+        return self._finish(threshold_fill(self.labels, image, low, high, value, box=box,
+                                           within=within, overwrite=overwrite))
+
+    def keep_largest_component(self, value: int, connectivity: int = 26) -> Edit | None:
+        """Erase every connected component of ``value`` but the largest."""
+        return self._finish(keep_largest_component(self.labels, value, connectivity))
+
+    def remove_small_components(self, value: int, min_voxels: int,
+                                connectivity: int = 26) -> Edit | None:
+        """Erase the connected components of ``value`` smaller than ``min_voxels``."""
+        return self._finish(remove_small_components_3d(self.labels, value, min_voxels,
+                                                       connectivity))
 
     def _finish(self, edit: Edit | None) -> Edit | None:
         if edit is not None:

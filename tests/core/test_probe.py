@@ -114,3 +114,32 @@ def test_register_kind_first_takes_precedence(isolated_registry: list[Any]) -> N
     assert describe(SAMPLES / "camera.png")["kind"] == "image"
     register_kind(lambda target: target.suffix == ".png", lambda t: {"kind": "early"}, first=True)
     assert describe(SAMPLES / "camera.png") == {"kind": "early"}
+
+
+# -- volumes ----------------------------------------------------------------------------------
+def test_describe_a_dicom_file_a_dicom_folder_and_a_nifti(tmp_path: Path) -> None:
+    import shutil
+
+    import nibabel.testing
+    from pydicom.data import get_testdata_file
+
+    ct = Path(get_testdata_file("CT_small.dcm", download=False))
+    single = describe(ct)
+    assert single["kind"] == "dicom" and single["series"] == 1
+    assert single["items"][0]["modality"] == "CT"
+    assert single["items"][0]["shape"] == [1, 128, 128]
+
+    folder = tmp_path / "study"
+    folder.mkdir()
+    shutil.copy(ct, folder / "IM0001")  # no extension: found by its DICM marker
+    (folder / "notes.txt").write_text("not dicom")
+    assert describe(folder)["kind"] == "dicom"
+
+    nifti = Path(nibabel.testing.data_path) / "example4d.nii.gz"
+    info = describe(nifti)
+    assert info["kind"] == "nifti" and info["volumes"] == 2
+    assert info["path"] == str(nifti)
+
+
+def test_a_folder_of_images_is_still_a_folder(sample_dir: Path) -> None:
+    assert describe(sample_dir)["kind"] == "folder"
