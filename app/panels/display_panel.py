@@ -5,6 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
+    QComboBox,
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
@@ -13,6 +14,20 @@ from PySide6.QtWidgets import (
     QSpinBox,
     QWidget,
 )
+
+# Window presets as (level, width) in Hounsfield units, as radiology viewers name them.
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "CT lung": (-600.0, 1500.0),
+    "CT mediastinum": (50.0, 350.0),
+    "CT bone": (400.0, 1800.0),
+    "CT brain": (40.0, 80.0),
+    "CT abdomen": (40.0, 400.0),
+}
+
+
+def window_to_levels(level: float, width: float) -> tuple[float, float]:
+    """(low, high) display range of a window given as level/width."""
+    return level - width / 2.0, level + width / 2.0
 
 
 class DisplayPanel(QWidget):
@@ -47,6 +62,12 @@ class DisplayPanel(QWidget):
         auto = QPushButton("Auto")
         auto.setToolTip("Contrast from the 0.5 and 99.5 percentiles")
         auto.clicked.connect(self.auto_levels_requested)
+        self.window_preset = QComboBox()
+        self.window_preset.setObjectName("window_preset")
+        self.window_preset.addItem("Window preset…", None)
+        for name, (level, width) in WINDOW_PRESETS.items():
+            self.window_preset.addItem(f"{name} ({level:g}/{width:g})", name)
+        self.window_preset.activated.connect(self._apply_preset)
         levels = QHBoxLayout()
         levels.addWidget(self.level_low)
         levels.addWidget(self.level_high)
@@ -59,8 +80,17 @@ class DisplayPanel(QWidget):
         form.addRow(self.show_labels)
         form.addRow(self.outline)
         form.addRow("Contrast", levels)
+        form.addRow("", self.window_preset)
         form.addRow("Page", self.frame)
         self.set_frame_count(1)
+
+    def _apply_preset(self) -> None:
+        name = self.window_preset.currentData()
+        if name is None:
+            return
+        low, high = window_to_levels(*WINDOW_PRESETS[name])
+        self.show_levels(low, high)
+        self.levels_changed.emit(low, high)
 
     def _emit_levels(self) -> None:
         self.levels_changed.emit(self.level_low.value(), self.level_high.value())

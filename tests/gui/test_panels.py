@@ -177,3 +177,22 @@ def test_page_keys_step_through_a_stack(qtbot, tmp_path, sample_dir):
     assert window.workspace.frame == 1
     assert np.array_equal(window.canvas.image(), window.workspace.image[1])
     window.close()
+
+
+def test_window_presets_set_ct_levels_on_the_canvas(qtbot, tmp_path, sample_dir):
+    from app.panels.display_panel import WINDOW_PRESETS
+
+    window = MainWindow()
+    qtbot.add_widget(window)
+    folder = tmp_path / "images"
+    shutil.copytree(sample_dir, folder)
+    window.open_paths([str(folder)])
+    window._open_item([i.name for i in window.workspace.items].index("cell_16bit"))
+    combo = window.display_panel.window_preset
+    assert WINDOW_PRESETS["CT lung"] == (-600.0, 1500.0)
+    combo.setCurrentIndex(combo.findData("CT bone"))
+    combo.activated.emit(combo.currentIndex())  # what a user's pick sends
+    assert window.canvas.levels() == (-500.0, 1300.0)  # level 400, width 1800
+    assert (window.display_panel.level_low.value(),
+            window.display_panel.level_high.value()) == (-500.0, 1300.0)
+    window.close()
