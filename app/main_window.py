@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
@@ -40,6 +41,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("SegStudio")
         self.setAcceptDrops(True)
         self.workspace = Workspace(self)
+        self.workspace.chooser = self._choose
         self.canvas = ImageCanvas()
         self.setCentralWidget(self.canvas)
         self.tools = ToolController(self.canvas, lambda: self.workspace.session, self)
@@ -169,9 +171,16 @@ class MainWindow(QMainWindow):
 
     def choose_images(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
-            self, "Open images", "", "Images (*.png *.jpg *.jpeg *.tif *.tiff *.bmp)")
+            self, "Open images", "",
+            "Images and volumes (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.nii *.nii.gz *.dcm);;"
+            "All files (*)")
         if files:
             self.open_paths(files)
+
+    def _choose(self, question: str, options: list[str]) -> int | None:
+        """Ask the person to pick one option (a DICOM series, a 4D NIfTI volume)."""
+        choice, ok = QInputDialog.getItem(self, "SegStudio", question, options, 0, False)
+        return options.index(choice) if ok else None
 
     def choose_images_to_add(self) -> None:
         if self.workspace.project is None:

@@ -7,6 +7,7 @@ signals. It holds no widgets.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,9 @@ class Workspace(QObject):
         self.items: list[Item] = []
         self.index = -1
         self.frame = 0
+        # Asks the person to pick one of several options (series of a DICOM folder, volumes of
+        # a 4D NIfTI): (question, options) -> index or None. The window sets it; None refuses.
+        self.chooser: Callable[[str, list[str]], int | None] | None = None
 
     # -- project -----------------------------------------------------------------------------------
     def open_project(self, folder: str | os.PathLike) -> None:
@@ -78,12 +82,45 @@ class Workspace(QObject):
         return self.add_paths(paths)
 
     def add_paths(self, paths: list[str | os.PathLike]) -> AddReport:
+        """Add images and volumes (DICOM folders/files, NIfTI); bad ones land in the report."""
+        from core.io.dicom import is_dicom_path
+        from core.io.nifti import is_nifti_path
+
         project = self._require_project()
-        report = project.add_items(paths)
+        volumes = [p for p in paths if is_nifti_path(p) or is_dicom_path(p)]
+        images = [p for p in paths if p not in volumes]
+        report = project.add_items(images) if images else AddReport()
+        for path in volumes:
+            try:
+                report.added_ids.append(self._add_volume(project, path).id)
+            except SegStudioError as err:
+                report.skipped.append((str(path), str(err)))
         self.reload_items()
         if self.index < 0 and self.items:
             self.open_item(0)
         return report
+
+    def _add_volume(self, project: Project, path: str | os.PathLike) -> Item:
+        """Add a volume, asking :attr:`chooser` which series / 4D volume when there are several."""
+        from core.io.dicom import SeriesChoiceError
+        from core.io.nifti import VolumeIndexRequiredError
+
+        try:
+            return project.add_volume(path)
+        except SeriesChoiceError as err:
+            pick = self._choose(f"{Path(path).name} holds several series; open which?",
+                                [s.label for s in err.series], err)
+            return project.add_volume(path, series_uid=err.series[pick].uid)
+        except VolumeIndexRequiredError as err:
+            pick = self._choose(f"{Path(path).name} holds {err.volumes} volumes; open which?",
+                                [f"volume {i}" for i in range(err.volumes)], err)
+            return project.add_volume(path, volume_index=pick)
+
+    def _choose(self, question: str, options: list[str], err: SegStudioError) -> int:
+        choice = self.chooser(question, options) if self.chooser is not None else None
+        if choice is None:
+            raise err  # nobody to ask, or the person cancelled: report what was ambiguous
+        return choice
 
     def _set_project(self, project: Project) -> None:
         self.close()
@@ -240,12 +277,12 @@ class Workspace(QObject):
 
 def _load_image_or_placeholder(item: Item) -> tuple[np.ndarray, str | None]:
     """The item's pixels, or a grey placeholder of its size with the reason it is missing."""
-    from core.io import load_image
+    from core.io.volumes import load_item_pixels
 
     placeholder = np.full(item.mask_shape, 64, np.uint8)
     if item.source is None:
         return placeholder, f"The source image of {item.name} is missing ({item.abs_path})."
     try:
-        return load_image(item.source).array, None
+        return load_item_pixels(item), None
     except SegStudioError as err:
         return placeholder, str(err)

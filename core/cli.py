@@ -9,9 +9,9 @@ Usage::
 
     segstudio-cli info PATH
     segstudio-cli project create DIR [--classes FILE.json]
-    segstudio-cli project add DIR PATH... [--no-recursive]
+    segstudio-cli project add DIR PATH... [--no-recursive] [--series UID] [--volume N]
     segstudio-cli project list DIR
-    segstudio-cli export PROJECT --format voc|index --out DIR [--subset NAME] [--copy-originals]
+    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg --out DIR [--subset NAME] [--copy-originals]
                          [--items done|all]
     segstudio-cli import PROJECT --format voc|index DIR
     segstudio-cli models [--task TASK] [--params] [--json]
@@ -35,7 +35,9 @@ from core.cli_models import add_model_parsers
 from core.errors import SegStudioError
 
 PROG = "segstudio-cli"
-FORMATS = ("voc", "index")  # kept literal so --help stays fast; checked against the registry
+# Kept literal so --help stays fast; checked against the registries.
+FORMATS = ("voc", "index", "nifti", "dicom-seg")  # export
+IMPORT_FORMATS = ("voc", "index")
 REPORT_HINT = "please report this with the command you ran"
 
 
@@ -170,8 +172,25 @@ def _check_unique(classes: list, path: Path) -> None:
 
 
 def cmd_project_add(args: argparse.Namespace) -> int:
+    from core.io.dicom import is_dicom_path
+    from core.io.nifti import is_nifti_path
+
+    volumes = [p for p in args.paths
+               if (is_nifti_path(p) and Path(p).is_file()) or is_dicom_path(p)]
+    images = [p for p in args.paths if p not in volumes]
     with _open_project(args.dir) as project:
-        report = project.add_items(args.paths, recursive=not args.no_recursive)
+        volume_ids = []
+        for path in volumes:
+            known = {i.id for i in project.items()}
+            item = project.add_volume(path, series_uid=args.series, volume_index=args.volume)
+            if item.id not in known:
+                volume_ids.append(item.id)
+        report = project.add_items(images, recursive=not args.no_recursive) if images else None
+    if report is None:
+        from core.project.items import AddReport
+
+        report = AddReport()
+    report.added_ids[:0] = volume_ids
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     _print_json({"added": len(report.added_ids), "skipped": len(report.skipped)})
@@ -196,9 +215,13 @@ def cmd_project_list(args: argparse.Namespace) -> int:
 
 # -- export / import -----------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from core.export import export_project
+    from core.export import export_options, export_project
 
-    options: dict[str, Any] = {"copy_originals": args.copy_originals}
+    options: dict[str, Any] = {}
+    if "copy_originals" in export_options(args.format):
+        options["copy_originals"] = args.copy_originals
+    elif args.copy_originals:
+        raise CliError(f"--copy-originals does not apply to the {args.format} format.")
     if args.subset is not None:
         if args.format != "voc":
             raise CliError("--subset applies to the voc format only.")
@@ -282,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = commands.add_parser("import", help="import a dataset's masks into a project")
     imp.add_argument("project", metavar="PROJECT")
-    imp.add_argument("--format", required=True, choices=FORMATS)
+    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS)
     imp.add_argument("dir", metavar="DIR", help="dataset folder")
     imp.set_defaults(handler=cmd_import)
 
@@ -303,10 +326,15 @@ def _add_project_parser(commands: argparse._SubParsersAction) -> None:
                         help='a JSON list of {"id", "name", "color"}')
     create.set_defaults(handler=cmd_project_create)
 
-    add = actions.add_parser("add", help="add images (folders are searched)")
+    add = actions.add_parser("add", help="add images (folders are searched) or volumes "
+                                         "(a DICOM folder/file/DICOMDIR, a .nii/.nii.gz)")
     add.add_argument("dir", metavar="DIR")
     add.add_argument("paths", metavar="PATH", nargs="+")
     add.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
+    add.add_argument("--series", metavar="UID",
+                     help="DICOM: the SeriesInstanceUID to add when a path holds several")
+    add.add_argument("--volume", metavar="N", type=int,
+                     help="NIfTI: which volume of a 4D file to add")
     add.set_defaults(handler=cmd_project_add)
 
     listing = actions.add_parser("list", help="list the items as JSON lines")

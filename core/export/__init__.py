@@ -33,6 +33,7 @@ from core.export.base import (
 from core.export.importing import Dataset, run_import
 from core.export.index_png import export_index, read_index_dataset
 from core.export.voc import export_voc, read_voc_dataset
+from core.export.volumes import export_dicom_seg_items, export_nifti
 from core.fsutil import StagedDir
 from core.project.items import Item
 from core.project.store import Project
@@ -40,7 +41,12 @@ from core.project.store import Project
 Exporter = Callable[..., tuple[int, list[tuple[str, str]]]]
 DatasetReader = Callable[[Path], Dataset]
 
-EXPORT_FORMATS: dict[str, Exporter] = {"voc": export_voc, "index": export_index}
+EXPORT_FORMATS: dict[str, Exporter] = {
+    "voc": export_voc,
+    "index": export_index,
+    "nifti": export_nifti,
+    "dicom-seg": export_dicom_seg_items,
+}
 IMPORT_FORMATS: dict[str, DatasetReader] = {"voc": read_voc_dataset, "index": read_index_dataset}
 
 __all__ = [
@@ -84,7 +90,7 @@ def export_project(
 
     Args:
         project: The open project.
-        fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index").
+        fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index", "nifti", "dicom-seg").
         out_dir: Dataset folder; created if missing.
         items: Items to export; default: :func:`items_with_masks`.
         report: Called as ``report(done, total)`` with samples (frames) written.

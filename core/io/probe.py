@@ -99,40 +99,16 @@ register_kind(_is_image, _describe_image)
 
 
 # -- volumes: NIfTI files, DICOM files and folders ---------------------------------------------
-_DICOM_SCAN_LIMIT = 64  # files looked at to decide whether a folder holds DICOM
-
-
 def _is_nifti(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and (name.endswith(".nii") or name.endswith(".nii.gz"))
+    from core.io.nifti import is_nifti_path
+
+    return path.is_file() and is_nifti_path(path)
 
 
-def _has_dicom_magic(path: Path) -> bool:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
+def _is_dicom(path: Path) -> bool:
+    from core.io.dicom import is_dicom_path  # light: pydicom loads only to read
 
-
-def _is_dicom_file(path: Path) -> bool:
-    return path.is_file() and (path.name.upper() == "DICOMDIR" or _has_dicom_magic(path))
-
-
-def _is_dicom_folder(path: Path) -> bool:
-    """A folder whose first files (recursively, a bounded look) include DICOM."""
-    if not path.is_dir():
-        return False
-    try:
-        for count, entry in enumerate(p for p in path.rglob("*") if p.is_file()):
-            if count >= _DICOM_SCAN_LIMIT:
-                return False
-            if entry.name.upper() == "DICOMDIR" or _has_dicom_magic(entry):
-                return True
-    except OSError:
-        return False
-    return False
+    return is_dicom_path(path)
 
 
 def _describe_nifti(path: Path) -> dict[str, Any]:
@@ -147,7 +123,6 @@ def _describe_dicom(path: Path) -> dict[str, Any]:
     return {"path": str(path), **describe_dicom(path)}
 
 
-register_kind(_is_dicom_folder, _describe_dicom, first=True)  # before plain folders
+# First: before plain folders, and before images (a DICOM preamble may hold a TIFF header).
+register_kind(_is_dicom, _describe_dicom, first=True)
 register_kind(_is_nifti, _describe_nifti)
-# Before images: a DICOM preamble may hold a TIFF header (dual-personality files).
-register_kind(_is_dicom_file, _describe_dicom, first=True)

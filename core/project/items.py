@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,9 +27,11 @@ class Item:
         state: One of :data:`ITEM_STATES`.
         position: Order in the item list.
         source: The resolved absolute path to read (None when the source is missing).
+        extra: Kind-specific facts from the ``extra`` JSON column (for volumes: "series_uid"
+            or "volume_index"); unknown keys are kept.
     """
 
-    COLUMNS = "id, name, path, abs_path, kind, height, width, frames, state, position"
+    COLUMNS = "id, name, path, abs_path, kind, height, width, frames, state, position, extra"
 
     id: int
     name: str
@@ -41,6 +44,7 @@ class Item:
     state: str
     position: int
     source: Path | None
+    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def missing(self) -> bool:
@@ -49,24 +53,36 @@ class Item:
 
     @property
     def mask_shape(self) -> tuple[int, ...]:
-        if self.frames > 1:
+        if self.frames > 1 or self.kind == "volume":
             return (self.frames, self.height, self.width)
         return (self.height, self.width)
 
 
 def item_from_row(folder: Path, row: tuple) -> Item:
     """Build an :class:`Item` from a database row, resolving its source path."""
-    item_id, name, path, abs_path, kind, height, width, frames, state, position = row
+    item_id, name, path, abs_path, kind, height, width, frames, state, position, extra = row
     return Item(
         int(item_id), name, path, abs_path, kind, int(height), int(width), int(frames), state,
-        int(position), resolve_source(folder, path, abs_path),
+        int(position), resolve_source(folder, path, abs_path, kind), parse_extra(extra),
     )
 
 
-def resolve_source(folder: Path, path: str, abs_path: str) -> Path | None:
-    """First existing of: path relative to the project, the stored absolute path."""
+def parse_extra(text: str | None) -> dict:
+    """The ``extra`` JSON column as a dict ({} when empty or damaged)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def resolve_source(folder: Path, path: str, abs_path: str, kind: str = "image") -> Path | None:
+    """First existing of: path relative to the project, the stored absolute path.
+
+    Volumes may come from a folder (a DICOM series); other kinds need a file.
+    """
     for candidate in (folder / path, Path(abs_path)):
-        if candidate.is_file():
+        if candidate.is_file() or (kind == "volume" and candidate.is_dir()):
             return candidate.resolve()
     return None
 
@@ -154,3 +170,69 @@ def _unique_name(stem: str, taken: set[str]) -> str:
         name = f"{stem}_{n}"
         n += 1
     return name
+
+
+def plan_volume(folder: Path, path: str | os.PathLike, existing: list[Item], *,
+                series_uid: str | None = None,
+                volume_index: int | None = None) -> tuple[Item | None, tuple | None]:
+    """Plan one volume item from a DICOM folder/file/DICOMDIR or a NIfTI file (headers only).
+
+    Returns ``(existing_item, None)`` for a duplicate (same path and same series/volume), else
+    ``(None, row)`` with row = (name, path, abs_path, "volume", height, width, frames, extra).
+
+    Raises:
+        SeriesChoiceError: Several DICOM series and no ``series_uid``.
+        VolumeIndexRequiredError: A 4D NIfTI and no ``volume_index``.
+        SegStudioError: Not a volume, missing, unreadable.
+    """
+    from core.io.dicom import SeriesChoiceError, is_dicom_path, scan_dicom
+    from core.io.nifti import VolumeIndexRequiredError, describe_nifti, is_nifti_path
+
+    source = _normalized(Path(path))
+    if not source.exists():
+        raise SegStudioError(f"'{path}' does not exist.")
+    extra: dict = {}
+    if is_nifti_path(source) and source.is_file():
+        info = describe_nifti(source)
+        volumes = int(info["volumes"])
+        if volume_index is None and volumes > 1:
+            raise VolumeIndexRequiredError(source, volumes)
+        index = 0 if volume_index is None else int(volume_index)
+        if not -volumes <= index < volumes:
+            raise SegStudioError(f"'{source}' has {volumes} volumes; there is no volume {index}.")
+        index %= volumes
+        frames, height, width = (int(v) for v in info["shape"])
+        extra["volume_index"] = index
+        key = ("volume_index", index)
+    elif is_dicom_path(source):
+        found = scan_dicom(source)
+        if series_uid is not None:
+            chosen = [s for s in found if s.uid == series_uid]
+            if not chosen:
+                raise SegStudioError(
+                    f"There is no series with SeriesInstanceUID {series_uid} in '{source}'.")
+            info = chosen[0]
+        elif len(found) > 1:
+            names = "; ".join(f"{s.label} [{s.uid}]" for s in found)
+            raise SeriesChoiceError(
+                f"{len(found)} series found in '{source}': {names}; pick one with its "
+                "SeriesInstanceUID.", found)
+        else:
+            info = found[0]
+        frames, height, width = info.slices, info.rows, info.columns
+        extra["series_uid"] = info.uid
+        key = ("series_uid", info.uid)
+    else:
+        raise SegStudioError(f"'{source}' is neither a DICOM series nor a NIfTI file.")
+    for item in existing:
+        if item.kind == "volume" and _normalized(Path(item.abs_path)) == source \
+                and item.extra.get(key[0]) == key[1]:
+            return item, None
+    stem = source.name
+    for suffix in (".nii.gz", ".nii"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    name = _unique_name(stem or "volume", {i.name for i in existing})
+    return None, (name, stored_path(folder, source), str(source), "volume", height, width,
+                  frames, json.dumps(extra))

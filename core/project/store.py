@@ -24,7 +24,14 @@ import numpy as np
 from core.annotation.classes import LabelClass, default_classes
 from core.annotation.edits import Edit
 from core.errors import ProjectError, StorageFullError
-from core.project.items import ITEM_STATES, AddReport, Item, item_from_row, plan_new_items
+from core.project.items import (
+    ITEM_STATES,
+    AddReport,
+    Item,
+    item_from_row,
+    plan_new_items,
+    plan_volume,
+)
 from core.project.lock import ProjectLock
 from core.project.schema import SCHEMA_VERSION, check_version, migrate
 
@@ -258,6 +265,32 @@ class Project:
                 )
                 report.added_ids.append(int(cur.lastrowid))
         return report
+
+    def add_volume(self, path: str | os.PathLike, *, series_uid: str | None = None,
+                   volume_index: int | None = None) -> Item:
+        """Add a CT/MR volume (DICOM folder/file/DICOMDIR, or .nii/.nii.gz) as one item.
+
+        Only headers are read. Adding the same path with the same series/volume again returns
+        the existing item.
+
+        Raises:
+            SeriesChoiceError: Several DICOM series and no ``series_uid``.
+            VolumeIndexRequiredError: A 4D NIfTI and no ``volume_index``.
+            SegStudioError: Not a volume, missing or unreadable.
+        """
+        existing = self.items()
+        found, row = plan_volume(self.folder, path, existing, series_uid=series_uid,
+                                 volume_index=volume_index)
+        if found is not None:
+            return found
+        with self._write() as db:
+            start = max((i.position for i in existing), default=-1) + 1
+            cur = db.execute(
+                "INSERT INTO items (name, path, abs_path, kind, height, width, frames, extra, "
+                "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, start),
+            )
+        return self.item(int(cur.lastrowid))
 
     def set_state(self, item_id: int, state: str) -> None:
         if state not in ITEM_STATES:

@@ -432,8 +432,9 @@ def test_atomic_write_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- registry ------------------------------------------------------------------------------------
 def test_unknown_format_and_option(project: Project, tmp_path: Path) -> None:
-    assert set(EXPORT_FORMATS) == set(IMPORT_FORMATS) == {"voc", "index"}
-    with pytest.raises(ExportError, match="known formats: index, voc"):
+    assert set(IMPORT_FORMATS) == {"voc", "index"}
+    assert set(EXPORT_FORMATS) == {"voc", "index", "nifti", "dicom-seg"}
+    with pytest.raises(ExportError, match="known formats: dicom-seg, index, nifti, voc"):
         export_project(project, "coco", tmp_path / "x")
     with pytest.raises(ImportFormatError, match="known formats: index, voc"):
         import_dataset(project, "coco", tmp_path)

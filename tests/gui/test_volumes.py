@@ -1,0 +1,113 @@
+"""CT/MR volumes in the window: open a DICOM series or a NIfTI, page through slices, paint a
+slice, pick a series or a volume when there are several, find the strokes after reopening."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel.testing
+import numpy as np
+import pydicom
+import pytest
+from helpers import drag, line
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
+
+from app.main_window import MainWindow
+from core.project.store import Project
+
+
+def write_series(folder: Path, positions: list[float], series_uid: str | None = None) -> Path:
+    """A real CT slice (pydicom's CT_small) copied into a series at the given z positions."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    series_uid = series_uid or generate_uid()
+    for number, z in enumerate(positions, start=1):
+        ds = source.copy()
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = generate_uid()
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        ds.InstanceNumber = number
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], z]
+        ds.save_as(folder / f"{series_uid[-6:]}_{number:03d}.dcm")
+    return folder
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    win = MainWindow()
+    qtbot.add_widget(win)
+    win.resize(1000, 700)
+    win.show()
+    qtbot.wait_exposed(win)
+    return win
+
+
+def test_open_a_dicom_series_page_and_paint_a_slice(qtbot, window, tmp_path):
+    study = write_series(tmp_path / "study", [7.5, 0.0, 5.0, 2.5])  # written out of order
+    assert window.open_paths([str(study)])
+    item = window.workspace.item
+    assert item.kind == "volume" and item.mask_shape == (4, 128, 128)
+    volume = window.workspace.image
+    assert volume.shape == (4, 128, 128) and volume.dtype == np.int16  # HU
+    raw = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
+    hu = raw.pixel_array * float(raw.RescaleSlope) + float(raw.RescaleIntercept)
+    assert np.array_equal(volume[0], hu.astype(np.int16))
+
+    window.display_panel.frame.setValue(3)  # third slice, counted from 1
+    assert window.workspace.frame == 2
+    canvas = window.canvas
+    window.tools.set_brush_size(5)
+    drag(qtbot, canvas.viewport(),
+         line(canvas.map_image_to_widget(20, 64), canvas.map_image_to_widget(100, 64), 8))
+    labels = window.workspace.session.labels
+    assert labels[2, 64, 20:101].all()
+    assert not labels[[0, 1, 3]].any()
+    window.close()
+
+    with Project.open(study / ".segstudio") as project:
+        (volume_item,) = project.items()
+        assert np.array_equal(project.load_mask(volume_item), labels)
+
+
+def test_several_series_ask_which_one(qtbot, window, tmp_path, monkeypatch):
+    study = tmp_path / "study"
+    write_series(study / "a", [0.0, 2.5], series_uid=generate_uid())
+    write_series(study / "b", [0.0, 2.5, 5.0], series_uid=generate_uid())
+    asked: list[list[str]] = []
+
+    def choose(question, options):
+        asked.append(options)
+        return next(i for i, label in enumerate(options) if "3 x" in label)
+
+    window.workspace.chooser = choose
+    assert window.open_paths([str(study)])
+    assert len(asked) == 1 and len(asked[0]) == 2
+    assert window.workspace.item.frames == 3
+
+
+def test_a_4d_nifti_asks_for_a_volume(qtbot, window, tmp_path):
+    source = Path(nibabel.testing.data_path) / "example4d.nii.gz"
+    folder = tmp_path / "mri"
+    folder.mkdir()
+    shutil.copy(source, folder)
+    window.workspace.chooser = lambda question, options: 1
+    assert window.open_paths([str(folder / "example4d.nii.gz")])
+    item = window.workspace.item
+    assert item.kind == "volume" and item.extra.get("volume_index") == 1
+
+    refused = MainWindow()
+    qtbot.add_widget(refused)
+    shown: list[str] = []
+    refused._show_error = shown.append
+    refused.workspace.chooser = lambda question, options: None  # the person cancels
+    other = tmp_path / "mri2"
+    other.mkdir()
+    shutil.copy(source, other)
+    refused.open_paths([str(other / "example4d.nii.gz")])
+    assert refused.workspace.items == []
+    refused.close()
