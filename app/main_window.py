@@ -28,6 +28,7 @@ from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
 from app.panels.models_panel import ModelsPanel
+from app.panels.volume_panel import VolumePanel
 from app.toolbar import ToolOptionsBar
 from app.workspace import Workspace
 from core.errors import SegStudioError, StorageFullError
@@ -49,6 +50,7 @@ class MainWindow(QMainWindow):
         self.items_panel = ItemsPanel(self.workspace)
         self.display_panel = DisplayPanel()
         self.models_panel = ModelsPanel(self.workspace)
+        self.volume_panel = VolumePanel(self.workspace, lambda: self.tools.class_index)
         self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
@@ -58,6 +60,7 @@ class MainWindow(QMainWindow):
                  self._dock("Items", self.items_panel, Qt.DockWidgetArea.LeftDockWidgetArea)]
         self.tabifyDockWidget(docks[1], self._dock("Models", self.models_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Assist", self.assist_panel, right))
+        self.tabifyDockWidget(docks[1], self._dock("3D", self.volume_panel, right))
         docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
@@ -141,6 +144,7 @@ class MainWindow(QMainWindow):
         self.canvas.cursor_moved.connect(self._show_cursor)
         self.models_panel.applied.connect(self._on_prediction)
         self.assist_panel.applied.connect(self._on_prediction)
+        self.volume_panel.applied.connect(self._on_prediction)
         self.models_panel.confidence.toggled.connect(lambda _on: self._show_confidence())
 
     def _restore_settings(self) -> None:

@@ -111,3 +111,64 @@ def test_a_4d_nifti_asks_for_a_volume(qtbot, window, tmp_path):
     refused.open_paths([str(other / "example4d.nii.gz")])
     assert refused.workspace.items == []
     refused.close()
+
+
+def test_3d_panel_interpolates_fills_a_range_and_keeps_the_largest(qtbot, window, tmp_path):
+    from core.annotation.tools import PaintRule
+
+    study = write_series(tmp_path / "study", [0.0, 2.5, 5.0, 7.5, 10.0])
+    window.open_paths([str(study)])
+    ws, panel = window.workspace, window.volume_panel
+    session = ws.session
+    for frame, radius in ((0, 10), (4, 20)):
+        session.plane = (frame,)
+        square = [(64 - radius, 64 - radius), (64 + radius, 64 - radius),
+                  (64 + radius, 64 + radius), (64 - radius, 64 + radius)]
+        session.polygon(square, PaintRule(1))
+    session.plane = (0,)
+    steps = len(session.history)
+
+    panel.interpolate.click()
+    labels = session.labels
+    areas = [int((labels[z] == 1).sum()) for z in range(5)]
+    assert areas[0] < areas[1] < areas[2] < areas[3] < areas[4]
+    assert len(session.history) == steps + 1
+    assert "Interpolated" in panel.status.text()
+    window.undo()
+    assert not labels[1:4].any()
+
+    window.workspace.add_class("bone")
+    window.tools.set_class_index(2)
+    window.display_panel.frame.setValue(3)  # slice index 2
+    panel.low.setValue(300)
+    panel.high.setValue(3000)
+    panel.scope.setCurrentIndex(panel.scope.findData("slice"))
+    before = labels.copy()
+    panel.fill.click()
+    bone = (ws.image >= 300) & (ws.image <= 3000)
+    expected = before.copy()
+    expected[2][bone[2] & (before[2] == 0)] = 2
+    assert np.array_equal(labels, expected)  # only slice 2, only background pixels
+    assert (labels[2] == 2).sum() > 100
+
+    panel.largest.click()  # bone on one slice: the spine plus small specks
+    remaining = labels == 2
+    from core.annotation.volume_tools import connected_components_3d
+
+    assert connected_components_3d(labels, 2)[1] == 1
+    assert remaining.sum() <= bone[2].sum()
+
+
+def test_3d_panel_explains_what_it_needs(qtbot, window, tmp_path, sample_dir):
+    panel = window.volume_panel
+    panel.interpolate.click()
+    assert "Open a volume" in panel.status.text()
+    folder = tmp_path / "images"
+    folder.mkdir()
+    shutil.copy(sample_dir / "camera.png", folder)
+    window.open_paths([str(folder)])
+    panel.interpolate.click()
+    assert "works across slices" in panel.status.text()
+    window.tools.set_class_index(0)
+    panel.fill.click()
+    assert "other than background" in panel.status.text()
