@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         ws = self.workspace
         ws.item_opened.connect(self._show_item)
-        ws.frame_changed.connect(lambda _f: self._show_plane())
+        ws.frame_changed.connect(lambda _f: (self._show_plane(), self._show_confidence()))
         ws.classes_changed.connect(self._on_classes_changed)
         ws.project_changed.connect(self._update_title)
         self.items_panel.item_activated.connect(lambda row: self._guard(lambda: self._open_item(row)))
@@ -260,9 +260,12 @@ class MainWindow(QMainWindow):
         """The last prediction's confidence, when asked for and it belongs to what is shown."""
         prediction = self.models_panel.last_prediction
         labels = self.workspace.label_plane()
-        show = (self.models_panel.confidence.isChecked() and prediction is not None
-                and labels is not None and prediction.confidence.shape == labels.shape)
-        self.canvas.set_confidence(prediction.confidence if show else None)
+        confidence = None if prediction is None else prediction.confidence
+        if confidence is not None and confidence.ndim == 3:  # a run over every slice
+            confidence = confidence[min(self.workspace.frame, len(confidence) - 1)]
+        show = (self.models_panel.confidence.isChecked() and confidence is not None
+                and labels is not None and confidence.shape == labels.shape)
+        self.canvas.set_confidence(confidence if show else None)
 
     def _on_classes_changed(self) -> None:
         self.canvas.set_palette(self.workspace.palette())

@@ -14,6 +14,7 @@ Usage::
     segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg --out DIR [--subset NAME] [--copy-originals]
                          [--items done|all]
     segstudio-cli import PROJECT --format voc|index DIR
+    segstudio-cli import PROJECT --format nifti FILE.nii[.gz] --item NAME
     segstudio-cli models [--task TASK] [--params] [--json]
     segstudio-cli predict --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
                           [--tile N --overlap F] INPUT... (--out DIR | --project DIR)
@@ -37,7 +38,8 @@ from core.errors import SegStudioError
 PROG = "segstudio-cli"
 # Kept literal so --help stays fast; checked against the registries.
 FORMATS = ("voc", "index", "nifti", "dicom-seg")  # export
-IMPORT_FORMATS = ("voc", "index")
+IMPORT_FORMATS = ("voc", "index")  # dataset folders (core.export.IMPORT_FORMATS)
+VOLUME_IMPORT_FORMATS = ("nifti",)  # one label file into one volume item (--item)
 REPORT_HINT = "please report this with the command you ran"
 
 
@@ -250,6 +252,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    if args.format in VOLUME_IMPORT_FORMATS:
+        return _import_label_volume(args)
+    if args.item is not None:
+        raise CliError(f"--item applies to the {', '.join(VOLUME_IMPORT_FORMATS)} format only; "
+                       f"{args.format} imports a dataset folder.")
     from core.export import import_dataset
 
     folder = _existing_path(args.dir)
@@ -269,6 +276,26 @@ def cmd_import(args: argparse.Namespace) -> int:
         "new_classes": result.new_classes,
         "skipped": [{"name": n, "reason": r} for n, r in result.skipped],
     })
+    return 0
+
+
+def _import_label_volume(args: argparse.Namespace) -> int:
+    from core.export.volume_import import import_label_volume
+
+    if args.item is None:
+        raise CliError(f"--format {args.format} needs --item NAME: the volume item to import into.")
+    path = _existing_path(args.dir)
+    if not path.is_file():
+        raise CliError(f"{path} is not a file; --format {args.format} imports one label file.")
+    with _open_project(args.project) as project:
+        matches = [item for item in project.items() if item.name == args.item]
+        if not matches:
+            raise CliError(f"The project has no item named {args.item!r}.")
+        if len(matches) > 1:
+            raise CliError(f"{len(matches)} items are named {args.item!r}; rename one first.")
+        voxels = import_label_volume(project, matches[0], path)
+    _print_json({"file": str(path), "format": args.format, "item": args.item,
+                 "labelled_voxels": voxels})
     return 0
 
 
@@ -305,8 +332,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     imp = commands.add_parser("import", help="import a dataset's masks into a project")
     imp.add_argument("project", metavar="PROJECT")
-    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS)
-    imp.add_argument("dir", metavar="DIR", help="dataset folder")
+    imp.add_argument("--format", required=True, choices=IMPORT_FORMATS + VOLUME_IMPORT_FORMATS)
+    imp.add_argument("dir", metavar="DIR",
+                     help="dataset folder (voc, index) or label file (nifti: .nii/.nii.gz)")
+    imp.add_argument("--item", metavar="NAME",
+                     help="nifti: the volume item (its name) the labels belong to")
     imp.set_defaults(handler=cmd_import)
 
     add_model_parsers(commands)

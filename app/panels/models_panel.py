@@ -46,7 +46,7 @@ class RunRequest:
     device: str
     tile: int
     overlap: float
-    scope: str  # "current", "all" or "not_done"
+    scope: str  # "current", "volume" (every slice of the item), "all" or "not_done"
     item_id: int | None = None
     plane: tuple[int, ...] = ()
 
@@ -88,7 +88,8 @@ class ModelsPanel(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.buttons = {scope: QPushButton(text) for scope, text in (
-            ("current", "Run on item"), ("all", "All items"), ("not_done", "Items not done"))}
+            ("current", "Run on item"), ("volume", "Every slice"), ("all", "All items"),
+            ("not_done", "Items not done"))}
         self.cancel = QPushButton("Cancel")
         self.cancel.setEnabled(False)
         self.cancel.clicked.connect(self._cancel)
@@ -181,14 +182,16 @@ class ModelsPanel(QWidget):
             request = self.request(scope)
             if self.workspace.project is None:
                 raise SegStudioError("Open a project first.")
-            if scope == "current" and request.item_id is None:
+            if scope in ("current", "volume") and request.item_id is None:
                 raise SegStudioError("Open an item first.")
+            if scope == "volume" and self.workspace.item.frames <= 1:
+                raise SegStudioError("Every slice: open a volume or a stack.")
             if scope == "all" and not self._confirm_overwrite():
                 return
         except SegStudioError as err:
             self.status.setText(str(err))
             return
-        if scope != "current":
+        if scope in ("all", "not_done"):
             self.workspace.suspend()  # the batch writes the open item's mask too
         self.job = Job(lambda report, cancel: self._work(request, report, cancel), self)
         self.job.progress.connect(self._on_progress)
@@ -227,13 +230,15 @@ class ModelsPanel(QWidget):
         loaded = engine.load(request.model, weights=request.weights,
                              num_classes=request.num_classes)
         project = self.workspace.project
-        if request.scope == "current":
+        if request.scope in ("current", "volume"):
             item = project.item(request.item_id)
-            from core.io import load_image
+            from core.io.volumes import load_item_pixels
 
-            image = load_image(item.source).array if item.source else None
-            if image is None:
+            if item.source is None:
                 raise SegStudioError(f"The source image of {item.name} is missing.")
+            image = load_item_pixels(item)
+            if request.scope == "volume":
+                return _predict_slices(engine, loaded, image, report, cancel)
             if request.plane:
                 image = image[request.plane]
             return engine.predict(loaded, image, report=report, cancel=cancel)
@@ -249,7 +254,7 @@ class ModelsPanel(QWidget):
 
     def _on_success(self, request: RunRequest, result) -> None:
         self._set_running(False)
-        if request.scope == "current":
+        if request.scope in ("current", "volume"):
             self._apply(request, result)
             return
         self.workspace.resume()
@@ -265,9 +270,10 @@ class ModelsPanel(QWidget):
         ws = self.workspace
         session = ws.session
         self.workspace.ensure_classes(prediction.classes, prediction.labels)
+        whole = request.scope == "volume"
         if session is not None and session.item.id == request.item_id \
-                and session.plane == request.plane:
-            session.replace_plane(prediction.labels)
+                and (whole or session.plane == request.plane):
+            session.replace_plane(prediction.labels, whole=whole)
         else:  # the person moved on meanwhile: write it to the item it belongs to
             self._write_elsewhere(request, prediction.labels)
         self.last_prediction = prediction
@@ -280,13 +286,13 @@ class ModelsPanel(QWidget):
 
         project = self.workspace.project
         current = project.load_mask(request.item_id)
-        edit = replace_labels(current, labels, request.plane)
+        edit = replace_labels(current, labels, () if request.scope == "volume" else request.plane)
         if edit is not None:
             project.append_edit(request.item_id, edit)
 
     def _on_failure(self, request: RunRequest, message: str) -> None:
         self._set_running(False)
-        if request.scope != "current":
+        if request.scope in ("all", "not_done"):
             self.workspace.resume()
         self.status.setText(message)
 
@@ -307,3 +313,25 @@ class ModelsPanel(QWidget):
         if self.job is not None:
             self.job.cancel()
             self.job.wait()
+
+
+def _predict_slices(engine, loaded, volume, report, cancel):
+    """Run a 2D model on every slice (axis 0) of a volume or stack; one result for all."""
+    import numpy as np
+
+    from core.inference.engine import Prediction
+    from core.inference.errors import InferenceCancelled
+
+    results = []
+    for index, plane in enumerate(volume):
+        if cancel is not None and cancel.is_set():
+            raise InferenceCancelled("Inference cancelled.")
+        results.append(engine.predict(loaded, plane, cancel=cancel))
+        if report is not None:
+            report(index + 1, len(volume))
+    dtype = np.uint16 if any(r.labels.dtype == np.uint16 for r in results) else np.uint8
+    notes = list(dict.fromkeys(n for r in results for n in r.notes))
+    return Prediction(labels=np.stack([r.labels.astype(dtype) for r in results]),
+                      probabilities=None,
+                      confidence=np.stack([r.confidence for r in results]),
+                      classes=results[0].classes, device=results[-1].device, notes=notes)

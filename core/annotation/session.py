@@ -98,11 +98,12 @@ class EditSession:
     def polygon(self, points: Sequence[Point], rule: PaintRule) -> Edit | None:
         return self._finish(fill_polygon(self.labels, points, rule, self.plane))
 
-    def replace_plane(self, new_plane: np.ndarray) -> Edit | None:
-        """Set the current plane to ``new_plane`` (e.g. a model result) as one undo step."""
+    def replace_plane(self, new_plane: np.ndarray, whole: bool = False) -> Edit | None:
+        """Set the current plane (or, with ``whole``, every plane: e.g. a model run slice by
+        slice over a volume) to ``new_plane`` as one undo step."""
         if new_plane.max(initial=0) > np.iinfo(self.labels.dtype).max:
             self.labels = self.labels.astype(np.uint16)
-        return self._finish(replace_labels(self.labels, new_plane, self.plane))
+        return self._finish(replace_labels(self.labels, new_plane, () if whole else self.plane))
 
     # -- volume tools (whole label volume, one undo step each) ---------------------------------------
     def interpolate_slices(self, value: int, axis: int = 0, start: int | None = None,

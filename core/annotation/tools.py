@@ -203,12 +203,16 @@ def _mark_lower_edges(mask: np.ndarray, a: np.ndarray, b: np.ndarray, x0: int, y
 def replace_labels(
     labels: np.ndarray, new_plane: np.ndarray, plane: tuple[int, ...] = ()
 ) -> Edit | None:
-    """Replace a whole plane (e.g. a model's prediction) as one undoable edit."""
+    """Replace a whole plane (e.g. a model's prediction) as one undoable edit.
+
+    ``plane`` indexes the leading axes; ``()`` on an N-D array replaces all of it (a volume
+    predicted slice by slice).
+    """
     view = labels[plane]
     if new_plane.shape != view.shape:
         raise ValueError(f"mask shape {new_plane.shape} does not match the item {view.shape}")
     before = view.copy()
     view[...] = new_plane
     lead = (1,) * len(plane)
-    region = _lift(plane, slice(0, view.shape[0]), slice(0, view.shape[1]))
+    region = tuple(slice(i, i + 1) for i in plane) + tuple(slice(0, n) for n in view.shape)
     return diff_region(before.reshape(lead + before.shape), view.reshape(lead + view.shape), region)

@@ -172,3 +172,33 @@ def test_3d_panel_explains_what_it_needs(qtbot, window, tmp_path, sample_dir):
     window.tools.set_class_index(0)
     panel.fill.click()
     assert "other than background" in panel.status.text()
+
+
+def test_a_model_runs_over_every_slice_as_one_undo_step(qtbot, window, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    study = write_series(tmp_path / "study", [0.0, 2.5, 5.0])
+    window.open_paths([str(study)])
+    panel = window.models_panel
+    panel.model.setCurrentIndex(panel.model.findData("unet"))
+    panel.weights.setCurrentIndex(panel.weights.findData(None))
+    panel.device.setCurrentText("cpu")
+    panel.tile.setValue(128)
+    session = window.workspace.session
+    steps = len(session.history)
+    with qtbot.waitSignal(panel.applied, timeout=60000) as applied:
+        panel.buttons["volume"].click()
+    prediction = applied.args[0]
+    assert prediction.labels.shape == (3, 128, 128)
+    engine = panel._engine
+    loaded = engine.load("unet", weights=None, num_classes=2)
+    for z in range(3):  # each slice equals the model run on that slice alone
+        alone = engine.predict(loaded, window.workspace.image[z]).labels
+        assert np.array_equal(window.workspace.session.labels[z], alone)
+    assert len(session.history) == steps + 1
+    panel.confidence.setChecked(True)
+    window.display_panel.frame.setValue(2)
+    assert window.canvas.confidence_visible()
+    window.undo()
+    assert not window.workspace.session.labels.any()
