@@ -142,6 +142,7 @@ class MainWindow(QMainWindow):
         dp.auto_levels_requested.connect(self._auto_levels)
         dp.frame_changed.connect(self._set_frame)
         self.canvas.cursor_moved.connect(self._show_cursor)
+        self.canvas.levels_dragged.connect(self.display_panel.show_levels)
         self.models_panel.applied.connect(self._on_prediction)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
@@ -231,6 +232,7 @@ class MainWindow(QMainWindow):
         if item is None:
             return
         self.display_panel.set_frame_count(item.frames)
+        self.canvas.set_window_level_drag(item.kind == "volume")  # radiology habit
         self.cursor_label.setText("")
         self.models_panel.last_prediction = None
         self.canvas.set_confidence(None)

@@ -63,11 +63,13 @@ def default_levels(image: np.ndarray) -> tuple[float, float]:
 
 # -- view box ------------------------------------------------------------------------------------------
 class _CanvasViewBox(pg.ViewBox):
-    """ViewBox whose drags always pan: middle and right always, left only when allowed."""
+    """ViewBox whose drags pan: middle always, left only when allowed, right unless a
+    window/level handler takes it (volumes: right-drag sets the window, as in radiology)."""
 
     def __init__(self, left_pans: Callable[[], bool]) -> None:
         super().__init__(lockAspect=True, invertY=True, enableMenu=False, defaultPadding=0.0)
         self._left_pans = left_pans
+        self.window_level: Callable[[float, float], None] | None = None  # (dx, dy) screen px
 
     def mouseDragEvent(self, ev, axis=None) -> None:
         button = ev.button()
@@ -79,6 +81,10 @@ class _CanvasViewBox(pg.ViewBox):
             ev.ignore()
             return
         ev.accept()
+        if button == Qt.MouseButton.RightButton and self.window_level is not None:
+            step = ev.screenPos() - ev.lastScreenPos()
+            self.window_level(step.x(), step.y())
+            return
         delta = self.mapToView(ev.lastPos()) - self.mapToView(ev.pos())
         self.translateBy(x=delta.x(), y=delta.y())
         self.sigRangeChangedManually.emit(self.state["mouseEnabled"])
@@ -200,6 +206,7 @@ class ImageCanvas(QWidget):
 
     cursor_moved = Signal(float, float)
     cursor_left = Signal()
+    levels_dragged = Signal(float, float)  # the person changed the window by right-dragging
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -273,6 +280,21 @@ class ImageCanvas(QWidget):
     def set_levels(self, lo: float, hi: float) -> None:
         self._levels = (float(lo), float(hi))
         self.image_item.setLevels(self._levels)
+
+    def set_window_level_drag(self, enabled: bool) -> None:
+        """Right-drag changes the window (right: wider, down: higher level) instead of panning."""
+        self.view_box.window_level = self._drag_window_level if enabled else None
+
+    def _drag_window_level(self, dx: float, dy: float) -> None:
+        if self._levels is None:
+            return
+        low, high = self._levels
+        width, level = max(high - low, 1e-6), (high + low) / 2.0
+        step = max(width, 1.0) / 256.0  # a 256-pixel drag doubles or halves the window
+        width = max(width + dx * step, 1e-3)
+        level += dy * step
+        self.set_levels(level - width / 2.0, level + width / 2.0)
+        self.levels_dragged.emit(*self._levels)
 
     def levels(self) -> tuple[float, float] | None:
         return self._levels

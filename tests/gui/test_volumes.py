@@ -202,3 +202,37 @@ def test_a_model_runs_over_every_slice_as_one_undo_step(qtbot, window, tmp_path)
     assert window.canvas.confidence_visible()
     window.undo()
     assert not window.workspace.session.labels.any()
+
+
+def test_right_drag_sets_the_window_on_volumes_and_pans_on_photos(qtbot, window, tmp_path,
+                                                                  sample_dir):
+    from PySide6.QtCore import Qt
+
+    study = write_series(tmp_path / "study", [0.0, 2.5])
+    window.open_paths([str(study)])
+    canvas = window.canvas
+    low, high = canvas.levels()
+    view = canvas.view_rect()
+    centre = canvas.map_image_to_widget(64, 64)
+    drag(qtbot, canvas.viewport(), line(centre, centre + type(centre)(64, 32), 8),
+         button=Qt.MouseButton.RightButton)
+    new_low, new_high = canvas.levels()
+    assert new_high - new_low > high - low  # dragged right: a wider window
+    assert (new_low + new_high) / 2 > (low + high) / 2  # dragged down: a higher level
+    assert canvas.view_rect() == view  # no panning
+    assert window.display_panel.level_high.value() == pytest.approx(new_high, abs=0.1)
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(sample_dir / "camera.png", photos)
+    other = MainWindow()
+    qtbot.add_widget(other)
+    other.resize(800, 600)
+    other.show()
+    other.open_paths([str(photos)])
+    levels, view = other.canvas.levels(), other.canvas.view_rect()
+    start = other.canvas.map_image_to_widget(200, 200)
+    drag(qtbot, other.canvas.viewport(), line(start, start + type(start)(60, 0), 6),
+         button=Qt.MouseButton.RightButton)
+    assert other.canvas.levels() == levels and other.canvas.view_rect() != view  # panned
+    other.close()
