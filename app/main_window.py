@@ -231,7 +231,8 @@ class MainWindow(QMainWindow):
         item = self.workspace.item
         if item is None:
             return
-        self.display_panel.set_frame_count(item.frames)
+        self.display_panel.set_frame_count(item.frames,
+                                           "Slice" if item.kind == "volume" else "Page")
         self.canvas.set_window_level_drag(item.kind == "volume")  # radiology habit
         self.cursor_label.setText("")
         self.models_panel.last_prediction = None

@@ -9,6 +9,7 @@ from PySide6.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
+    QLabel,
     QPushButton,
     QSlider,
     QSpinBox,
@@ -81,7 +82,8 @@ class DisplayPanel(QWidget):
         form.addRow(self.outline)
         form.addRow("Contrast", levels)
         form.addRow("", self.window_preset)
-        form.addRow("Page", self.frame)
+        self.frame_label = QLabel("Page")
+        form.addRow(self.frame_label, self.frame)
         self.set_frame_count(1)
 
     def _apply_preset(self) -> None:
@@ -102,8 +104,10 @@ class DisplayPanel(QWidget):
             box.setValue(value)
             box.blockSignals(False)
 
-    def set_frame_count(self, count: int) -> None:
-        """Pages are shown counted from 1 ("2 / 5"); ``frame_changed`` gives 0-based indices."""
+    def set_frame_count(self, count: int, noun: str = "Page") -> None:
+        """Pages (or slices) are shown counted from 1 ("2 / 5"); ``frame_changed`` gives
+        0-based indices."""
+        self.frame_label.setText(noun)
         self.frame.blockSignals(True)
         self.frame.setRange(1, max(count, 1))
         self.frame.setSuffix(f" / {max(count, 1)}")

@@ -52,6 +52,7 @@ def test_open_a_dicom_series_page_and_paint_a_slice(qtbot, window, tmp_path):
     assert window.open_paths([str(study)])
     item = window.workspace.item
     assert item.kind == "volume" and item.mask_shape == (4, 128, 128)
+    assert window.display_panel.frame_label.text() == "Slice"
     volume = window.workspace.image
     assert volume.shape == (4, 128, 128) and volume.dtype == np.int16  # HU
     raw = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
