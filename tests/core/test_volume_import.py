@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
+from dicom_series import Z_POSITIONS, write_series
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from core import cli
 from core.annotation.tools import PaintRule, fill_polygon
@@ -21,25 +18,10 @@ from core.io.nifti import save_label_nifti
 from core.io.volumes import load_item_volume
 from core.project.store import Project
 
-Z_POSITIONS = (0.0, 2.5, 5.0, 7.5)
 
-
-def make_series(folder: Path) -> Path:
+def make_series(folder: Path, series_uid: str | None = None, seed: int = 0) -> Path:
     """Four copies of CT_small.dcm as one series (z = 0, 2.5, 5, 7.5), written shuffled."""
-    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    folder.mkdir(parents=True)
-    series_uid = generate_uid()
-    order = list(range(len(Z_POSITIONS)))
-    random.Random(0).shuffle(order)
-    for n, k in enumerate(order):
-        ds = source.copy()
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SeriesInstanceUID = series_uid
-        ds.ImagePositionPatient = [0.0, 0.0, Z_POSITIONS[k]]
-        ds.InstanceNumber = k + 1
-        ds.save_as(folder / f"file{n:02d}.dcm")
-    return folder
+    return write_series(folder, Z_POSITIONS, series_uid, seed)
 
 
 def draw(project: Project, item_id: int) -> np.ndarray:

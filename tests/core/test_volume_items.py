@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from dicom_series import Z_POSITIONS, write_series
 from nibabel.testing import data_path
 from PIL import Image
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from core import cli
 from core.annotation.tools import PaintRule, fill_polygon
@@ -23,25 +21,10 @@ from core.export.volume_labels import read_dicom_seg
 from core.io.volumes import load_item_pixels, load_item_volume
 from core.project.store import Project
 
-Z_POSITIONS = (0.0, 2.5, 5.0, 7.5)
-
 
 def make_series(folder: Path, series_uid: str | None = None, seed: int = 0) -> Path:
     """Four copies of CT_small.dcm as one series (z = 0, 2.5, 5, 7.5), written shuffled."""
-    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    folder.mkdir(parents=True, exist_ok=True)
-    series_uid = series_uid or generate_uid()
-    order = list(range(len(Z_POSITIONS)))
-    random.Random(seed).shuffle(order)
-    for n, k in enumerate(order):
-        ds = source.copy()
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.SeriesInstanceUID = series_uid
-        ds.ImagePositionPatient = [0.0, 0.0, Z_POSITIONS[k]]
-        ds.InstanceNumber = k + 1
-        ds.save_as(folder / f"file{n:02d}.dcm")
-    return folder
+    return write_series(folder, Z_POSITIONS, series_uid, seed)
 
 
 def draw(project: Project, item_id: int) -> np.ndarray:

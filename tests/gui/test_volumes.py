@@ -10,28 +10,13 @@ import nibabel.testing
 import numpy as np
 import pydicom
 import pytest
+from dicom_series import write_series
 from helpers import drag, line
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from app.main_window import MainWindow
 from core.project.store import Project
-
-
-def write_series(folder: Path, positions: list[float], series_uid: str | None = None) -> Path:
-    """A real CT slice (pydicom's CT_small) copied into a series at the given z positions."""
-    folder.mkdir(parents=True, exist_ok=True)
-    source = pydicom.dcmread(get_testdata_file("CT_small.dcm", download=False))
-    series_uid = series_uid or generate_uid()
-    for number, z in enumerate(positions, start=1):
-        ds = source.copy()
-        ds.SeriesInstanceUID = series_uid
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = number
-        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1], z]
-        ds.save_as(folder / f"{series_uid[-6:]}_{number:03d}.dcm")
-    return folder
 
 
 @pytest.fixture
