@@ -352,8 +352,10 @@ class MainWindow(QMainWindow):
         if project is None:
             raise SegStudioError("Open a project first.")
         self.tools.finish_pending()
+        item = self.workspace.item
+        volume = item if item is not None and item.kind == "volume" else None
         self.workspace.suspend()  # the import may write the open item's mask
-        dialog = ImportDialog(project, self)
+        dialog = ImportDialog(project, volume, self)
         dialog.finished.connect(lambda _r: self.workspace.resume())
         dialog.open()
         self.import_dialog = dialog

@@ -222,3 +222,40 @@ def test_right_drag_sets_the_window_on_volumes_and_pans_on_photos(qtbot, window,
          button=Qt.MouseButton.RightButton)
     assert other.canvas.levels() == levels and other.canvas.view_rect() != view  # panned
     other.close()
+
+
+def test_import_a_nifti_label_volume_onto_the_open_volume(qtbot, window, tmp_path):
+    from PySide6.QtWidgets import QDialogButtonBox
+
+    from core.annotation.tools import PaintRule, fill_polygon
+    from core.io.nifti import save_label_nifti
+    from core.io.volumes import load_item_volume
+
+    study = write_series(tmp_path / "study", [0.0, 2.5, 5.0])
+    window.open_paths([str(study)])
+    item = window.workspace.item
+    labels = np.zeros(item.mask_shape, np.uint8)
+    fill_polygon(labels, [(10, 10), (90, 15), (50, 80)], PaintRule(1), plane=(1,))
+    save_label_nifti(labels, load_item_volume(item).affine, tmp_path / "labels.nii.gz")
+
+    window.show_import()
+    dialog = window.import_dialog
+    dialog.format.setCurrentIndex(dialog.format.findData("nifti"))
+    dialog.folder.setText(str(tmp_path / "labels.nii.gz"))
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=20000)
+    assert f"Imported {int(labels.sum()):,} labelled voxels" in dialog.status.text()
+    dialog.reject()
+    assert np.array_equal(window.workspace.session.labels, labels)
+
+    wrong = np.zeros((3, 64, 64), np.uint8)  # another shape: refused, nothing changes
+    save_label_nifti(wrong, load_item_volume(item).affine, tmp_path / "wrong.nii.gz")
+    window.show_import()
+    dialog = window.import_dialog
+    dialog.format.setCurrentIndex(dialog.format.findData("nifti"))
+    dialog.folder.setText(str(tmp_path / "wrong.nii.gz"))
+    dialog.buttons.button(QDialogButtonBox.StandardButton.Ok).click()
+    qtbot.waitUntil(lambda: dialog.job is None, timeout=20000)
+    assert "64" in dialog.status.text() and "128" in dialog.status.text()
+    dialog.reject()
+    assert np.array_equal(window.workspace.session.labels, labels)
