@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import struct
-import time
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -440,7 +439,6 @@ def test_huge_png_refused_quickly_without_allocating(tmp_path: Path) -> None:
     path.write_bytes(huge_png(40000, 40000))
     load_image(SAMPLES / "camera.png")  # warm up lazy imports outside the measurement
     tracemalloc.start()
-    started = time.perf_counter()
     try:
         with pytest.raises(ImageTooLargeError) as caught:
             load_image(path)
@@ -449,8 +447,7 @@ def test_huge_png_refused_quickly_without_allocating(tmp_path: Path) -> None:
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - started < 0.5
-    assert peak < 256 * 1024
+    assert peak < 256 * 1024  # refused from the header: nothing near 1.6 G pixels allocated
     assert "40000 x 40000" in str(caught.value) and "bomb.png" in str(caught.value)
 
 
@@ -556,10 +553,18 @@ def test_auto_levels_on_known_values() -> None:
         auto_levels(ramp, 60, 40)
 
 
-def test_auto_levels_subsamples_large_images() -> None:
+def test_auto_levels_subsamples_large_images(monkeypatch: pytest.MonkeyPatch) -> None:
     big = RNG.integers(0, 4096, size=(4000, 4000), dtype=np.uint16)
-    started = time.perf_counter()
+    sizes: list[int] = []
+    percentile = np.percentile
+
+    def spy(values, *args, **kwargs):
+        sizes.append(np.asarray(values).size)
+        return percentile(values, *args, **kwargs)
+
+    monkeypatch.setattr(np, "percentile", spy)
     lo, hi = auto_levels(big, 1, 99)
-    assert time.perf_counter() - started < 0.5
+    monkeypatch.undo()
+    assert sizes and max(sizes) <= 1_100_000  # a subsample, not the 16 M pixels
     exact = np.percentile(big, [1, 99])
     assert abs(lo - exact[0]) < 8 and abs(hi - exact[1]) < 8
