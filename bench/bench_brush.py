@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt
+from _paint_counter import PaintCounter
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtWidgets import QApplication
 
@@ -43,19 +44,6 @@ BRUSH = 40  # diameter in image pixels
 MOVES = 200
 BASELINE_MOVES = 20
 TARGET_MS = 8.0
-
-
-class PaintCounter(QObject):
-    """Counts the viewport's paint events (checks that every move is really drawn)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Paint:
-            self.count += 1
-        return False
 
 
 def make_project(folder: Path) -> tuple[Project, EditSession]:

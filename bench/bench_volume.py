@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np
 import pydicom
 import pyqtgraph as pg
+from _paint_counter import PaintCounter
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
-from PySide6.QtCore import QEvent, QObject
 from PySide6.QtWidgets import QApplication
 
 from app.canvas.viewer import ImageCanvas
@@ -52,19 +52,6 @@ SWITCHES = 100
 LOAD_TARGET = 1.2  # ours / plain pydicom loop
 MEMORY_TARGET = 1.2  # peak / raw volume size
 SWITCH_TARGET_MS = 16.0
-
-
-class PaintCounter(QObject):
-    """Counts the viewport's paint events (checks that every switch is really drawn once)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.Paint:
-            self.count += 1
-        return False
 
 
 # --- 1. loading ---------------------------------------------------------------------------

@@ -7,36 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dicom_series import Z_POSITIONS, write_series
+from dicom_series import draw_labels, make_series, run_cli
 from PIL import Image
 
-from core import cli
-from core.annotation.tools import PaintRule, fill_polygon
 from core.errors import ImportFormatError
 from core.export.volume_import import import_label_volume
 from core.io.nifti import save_label_nifti
 from core.io.volumes import load_item_volume
 from core.project.store import Project
-
-
-def make_series(folder: Path, series_uid: str | None = None, seed: int = 0) -> Path:
-    """Four copies of CT_small.dcm as one series (z = 0, 2.5, 5, 7.5), written shuffled."""
-    return write_series(folder, Z_POSITIONS, series_uid, seed)
-
-
-def draw(project: Project, item_id: int) -> np.ndarray:
-    labels = project.load_mask(project.item(item_id))
-    fill_polygon(labels, [(10, 10), (60, 12), (40, 50)], PaintRule(1), plane=(1,))
-    fill_polygon(labels, [(70, 70), (110, 70), (110, 100), (70, 100)], PaintRule(2), plane=(3,))
-    assert (labels[1] == 1).any() and (labels[3] == 2).any()
-    project.save_mask(item_id, labels)
-    return labels
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def snapshot(proj: Path) -> list[tuple]:
@@ -52,8 +30,8 @@ def exported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, 
     proj = tmp_path / "source"
     with Project.create(proj) as project:
         item = project.add_volume(series)
-        labels = draw(project, item.id)
-    code, _, err = run(capsys, "export", proj, "--format", "nifti", "--out", tmp_path / "nii")
+        labels = draw_labels(project, item.id)
+    code, _, err = run_cli(capsys, "export", proj, "--format", "nifti", "--out", tmp_path / "nii")
     assert code == 0, err
     return tmp_path / "nii" / f"{item.name}.nii.gz", labels, item.name
 
@@ -73,7 +51,7 @@ def fresh(tmp_path: Path) -> Path:
 def test_round_trip_into_a_fresh_project(exported, fresh: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
     path, labels, name = exported
-    code, out, err = run(capsys, "import", fresh, "--format", "nifti", path, "--item", name)
+    code, out, err = run_cli(capsys, "import", fresh, "--format", "nifti", path, "--item", name)
     assert code == 0, err
     assert json.loads(out) == {"file": str(path), "format": "nifti", "item": name,
                                "labelled_voxels": int(np.count_nonzero(labels))}
@@ -115,12 +93,12 @@ def test_mismatches_are_refused_and_change_nothing(exported, fresh: Path, tmp_pa
     save_label_nifti(labels, moved, shifted)
     before = snapshot(fresh)
 
-    code, out, err = run(capsys, "import", fresh, "--format", "nifti", small, "--item", name)
+    code, out, err = run_cli(capsys, "import", fresh, "--format", "nifti", small, "--item", name)
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert "(4, 64, 128)" in err and "(4, 128, 128)" in err
 
-    code, out, err = run(capsys, "import", fresh, "--format", "nifti", shifted, "--item", name)
+    code, out, err = run_cli(capsys, "import", fresh, "--format", "nifti", shifted, "--item", name)
     assert code == 1 and out == ""
     assert len(err.strip().splitlines()) == 1
     assert "label affine" in err and "volume affine" in err
@@ -132,7 +110,7 @@ def test_image_item_is_not_a_volume(exported, fresh: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     path, _, _ = exported
     before = snapshot(fresh)
-    code, _, err = run(capsys, "import", fresh, "--format", "nifti", path, "--item", "photo")
+    code, _, err = run_cli(capsys, "import", fresh, "--format", "nifti", path, "--item", "photo")
     assert code == 1 and "not a volume" in err
     with Project.open(fresh) as project:
         image = next(i for i in project.items() if i.kind == "image")
@@ -144,13 +122,13 @@ def test_image_item_is_not_a_volume(exported, fresh: Path,
 def test_item_option_is_checked(exported, fresh: Path, tmp_path: Path,
                                 capsys: pytest.CaptureFixture[str]) -> None:
     path, _, name = exported
-    code, out, err = run(capsys, "import", fresh, "--format", "nifti", path)
+    code, out, err = run_cli(capsys, "import", fresh, "--format", "nifti", path)
     assert code == 1 and out == "" and "--item" in err
-    code, _, err = run(capsys, "import", fresh, "--format", "nifti", path, "--item", "nope")
+    code, _, err = run_cli(capsys, "import", fresh, "--format", "nifti", path, "--item", "nope")
     assert code == 1 and "'nope'" in err
     (tmp_path / "voc").mkdir()
-    code, _, err = run(capsys, "import", fresh, "--format", "voc", tmp_path / "voc",
+    code, _, err = run_cli(capsys, "import", fresh, "--format", "voc", tmp_path / "voc",
                        "--item", name)
     assert code == 1 and "--item applies to the nifti format only" in err
-    code, _, err = run(capsys, "import", fresh, "--format", "png", path)
+    code, _, err = run_cli(capsys, "import", fresh, "--format", "png", path)
     assert code == 2

@@ -10,37 +10,14 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from dicom_series import Z_POSITIONS, write_series
+from dicom_series import draw_labels, make_series, run_cli
 from nibabel.testing import data_path
 from PIL import Image
 
-from core import cli
-from core.annotation.tools import PaintRule, fill_polygon
 from core.export import export_project
 from core.export.volume_labels import read_dicom_seg
 from core.io.volumes import load_item_pixels, load_item_volume
 from core.project.store import Project
-
-
-def make_series(folder: Path, series_uid: str | None = None, seed: int = 0) -> Path:
-    """Four copies of CT_small.dcm as one series (z = 0, 2.5, 5, 7.5), written shuffled."""
-    return write_series(folder, Z_POSITIONS, series_uid, seed)
-
-
-def draw(project: Project, item_id: int) -> np.ndarray:
-    item = project.item(item_id)
-    labels = project.load_mask(item)
-    fill_polygon(labels, [(10, 10), (60, 12), (40, 50)], PaintRule(1), plane=(1,))
-    fill_polygon(labels, [(70, 70), (110, 70), (110, 100), (70, 100)], PaintRule(2), plane=(3,))
-    assert (labels[1] == 1).any() and (labels[3] == 2).any()
-    project.save_mask(item_id, labels)
-    return labels
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
-    code = cli.main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()
@@ -69,9 +46,9 @@ def test_several_series_need_a_choice(tmp_path: Path, capsys: pytest.CaptureFixt
     make_series(folder / "b", "1.2.3.4.2", seed=1)
     proj = tmp_path / "proj"
     Project.create(proj).close()
-    code, _, err = run(capsys, "project", "add", proj, folder)
+    code, _, err = run_cli(capsys, "project", "add", proj, folder)
     assert code == 1 and "1.2.3.4.1" in err and "1.2.3.4.2" in err
-    code, out, err = run(capsys, "project", "add", proj, folder, "--series", "1.2.3.4.2")
+    code, out, err = run_cli(capsys, "project", "add", proj, folder, "--series", "1.2.3.4.2")
     assert code == 0, err
     assert json.loads(out)["added"] == 1
     with Project.open(proj) as project:
@@ -85,19 +62,19 @@ def test_dicom_volume_exports_nifti_and_dicom_seg(tmp_path: Path, series: Path,
     Project.create(proj).close()
     image = tmp_path / "photo.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
-    code, out, err = run(capsys, "project", "add", proj, series, image)
+    code, out, err = run_cli(capsys, "project", "add", proj, series, image)
     assert code == 0, err
     assert json.loads(out)["added"] == 2
     with Project.open(proj) as project:
         volume_item = next(i for i in project.items() if i.kind == "volume")
         image_item = next(i for i in project.items() if i.kind == "image")
         assert volume_item.mask_shape == (4, 128, 128)
-        labels = draw(project, volume_item.id)
+        labels = draw_labels(project, volume_item.id)
         project.save_mask(image_item.id, np.ones((8, 8), np.uint8))
         affine = load_item_volume(volume_item).affine
         sources = load_item_volume(volume_item).source
 
-    code, out, err = run(capsys, "export", proj, "--format", "nifti", "--out", tmp_path / "nii")
+    code, out, err = run_cli(capsys, "export", proj, "--format", "nifti", "--out", tmp_path / "nii")
     assert code == 0, err
     result = json.loads(out)
     assert result["count"] == 1
@@ -107,7 +84,7 @@ def test_dicom_volume_exports_nifti_and_dicom_seg(tmp_path: Path, series: Path,
     assert np.allclose(img.affine, affine)
     assert json.loads((tmp_path / "nii" / "classes.json").read_text())["classes"]
 
-    code, out, err = run(capsys, "export", proj, "--format", "dicom-seg", "--out", tmp_path / "seg")
+    code, out, err = run_cli(capsys, "export", proj, "--format", "dicom-seg", "--out", tmp_path / "seg")
     assert code == 0, err
     assert json.loads(out)["count"] == 1
     datasets = [pydicom.dcmread(f) for f in sources]
@@ -140,9 +117,9 @@ def test_4d_nifti_needs_a_volume(tmp_path: Path, capsys: pytest.CaptureFixture[s
     count = nib.load(source).shape[3]
     proj = tmp_path / "proj"
     Project.create(proj).close()
-    code, _, err = run(capsys, "project", "add", proj, source)
+    code, _, err = run_cli(capsys, "project", "add", proj, source)
     assert code == 1 and f"{count} volumes" in err
-    code, _, err = run(capsys, "project", "add", proj, source, "--volume", "1")
+    code, _, err = run_cli(capsys, "project", "add", proj, source, "--volume", "1")
     assert code == 0, err
     with Project.open(proj) as project:
         (item,) = project.items()
