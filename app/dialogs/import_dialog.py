@@ -24,7 +24,8 @@ class ImportDialog(JobDialog):
         self.folder = QLineEdit()
         self.folder.setObjectName("import_dir")
         self.form.addRow("Format", self.format)
-        self.folder_row("Dataset folder", self.folder, "Dataset folder")
+        self.folder_row("Dataset folder" if volume_item is None else "Folder or NIfTI file",
+                        self.folder, "Dataset folder")
         if volume_item is not None:  # a label volume goes onto the volume that is open
             self.format.addItem(f"NIfTI label volume onto {volume_item.name}", "nifti")
             choose_file = QPushButton("NIfTI file…")
