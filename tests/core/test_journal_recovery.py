@@ -114,9 +114,15 @@ def _start_child(folder: Path, count: int, mode: str) -> subprocess.Popen:
 
 
 def _kill(child: subprocess.Popen) -> list[str]:
-    """SIGKILL the child; return the rest of what it printed."""
+    """SIGKILL the child; return the rest of what it printed.
+
+    Read through ``child.stdout`` itself, not ``communicate(timeout=...)``: that reads the raw
+    pipe and would skip lines the earlier ``readline`` already buffered.
+    """
     os.kill(child.pid, signal.SIGKILL)
-    rest, _ = child.communicate(timeout=30)
+    rest = child.stdout.read()  # the child is dead: this ends at EOF
+    child.stderr.read()
+    child.wait(timeout=30)
     assert child.returncode == -signal.SIGKILL
     return rest.splitlines()
 
