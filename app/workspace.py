@@ -16,6 +16,8 @@ from PySide6.QtCore import QObject, Signal
 from core.annotation.classes import LabelClass, default_color, palette_rgb
 from core.annotation.session import EditSession
 from core.errors import ProjectError, SegStudioError
+from core.io.orientation import SliceGeometry, slice_geometries
+from core.io.volume import Volume
 from core.project.items import AddReport, Item
 from core.project.store import Project, is_project
 
@@ -36,7 +38,9 @@ class Workspace(QObject):
     classes_changed = Signal()
     items_changed = Signal()
     item_opened = Signal()
-    frame_changed = Signal(int)
+    frame_changed = Signal(int)  # the slice along axis 0 (page of a stack) changed
+    position_changed = Signal(int)  # the slice along this array axis changed (any view)
+    view_axis_changed = Signal(int)  # the view the tools edit now cuts along this axis
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -46,7 +50,11 @@ class Workspace(QObject):
         self.image_error: str | None = None
         self.items: list[Item] = []
         self.index = -1
-        self.frame = 0
+        # The 3-D cursor of a volume or stack: the slice index along each array axis (Z, Y, X).
+        # Every view shows the slice through it along its own axis; ``frame`` is position[0].
+        self.position: list[int] = [0, 0, 0]
+        self.view_axis = 0  # the axis of the view the person edits in (the session's view)
+        self.geometries: tuple[SliceGeometry, ...] = ()  # 3 for a volume or stack, else ()
         # Asks the person to pick one of several options (series of a DICOM folder, volumes of
         # a 4D NIfTI): (question, options) -> index or None. The window sets it; None refuses.
         self.chooser: Callable[[str, list[str]], int | None] | None = None
@@ -148,6 +156,7 @@ class Workspace(QObject):
         if self.project is not None:
             self.project.close()
         self.project, self.items, self.index, self.image = None, [], -1, None
+        self.geometries = ()
         self.project_changed.emit()
 
     # -- items -------------------------------------------------------------------------------------
@@ -166,10 +175,15 @@ class Workspace(QObject):
         if self.session is not None:
             self.session.checkpoint()
         item = self.items[index]
-        self.image, self.image_error = _load_image_or_placeholder(item)
+        self.image, self.image_error, volume = _load_image_or_placeholder(item)
         self.session = EditSession(self.project, item)
-        self.index, self.frame = index, 0
-        self.session.plane = (0,) if item.frames > 1 else ()
+        self.index = index
+        self.geometries = _geometries(self.session.labels.shape, volume)
+        # a volume opens in its middle, where the anatomy is; a stack on its first page
+        self.position = [n // 2 if volume is not None else 0
+                         for n in self.session.labels.shape[:3]] if self.geometries else [0, 0, 0]
+        self.view_axis = 0
+        self._sync_view()
         self.item_opened.emit()
 
     def suspend(self) -> None:
@@ -190,26 +204,71 @@ class Workspace(QObject):
         if self.items:
             self.open_item(min(max(self.index + delta, 0), len(self.items) - 1))
 
-    def set_frame(self, frame: int) -> None:
-        item = self.item
-        if item is None or item.frames <= 1 or self.session is None:
-            return
-        if self.session.stroke_active:
-            self.session.end_stroke()
-        self.frame = min(max(frame, 0), item.frames - 1)
-        self.session.plane = (self.frame,)
-        self.frame_changed.emit(self.frame)
+    # -- slices of a volume or stack --------------------------------------------------------------------
+    @property
+    def frame(self) -> int:
+        """The slice along axis 0 (the page of a stack)."""
+        return self.position[0]
 
-    def image_plane(self) -> np.ndarray | None:
+    def set_frame(self, frame: int) -> None:
+        self.set_position(0, frame)
+
+    def set_position(self, axis: int, index: int) -> None:
+        """Move the 3-D cursor along ``axis``: views cutting along it show slice ``index``."""
+        if self.session is None or not self.geometries:
+            return
+        index = min(max(int(index), 0), self.session.labels.shape[axis] - 1)
+        if index == self.position[axis]:
+            return
+        self.position[axis] = index
+        self._sync_view()
+        self.position_changed.emit(axis)
+        if axis == 0:
+            self.frame_changed.emit(index)
+
+    def set_view_axis(self, axis: int) -> None:
+        """Edit in the view that cuts along ``axis`` (0 axial, 1 coronal, 2 sagittal for a
+        typical CT) from now on."""
+        if not self.geometries or axis == self.view_axis:
+            return
+        self.view_axis = int(axis)
+        self._sync_view()
+        self.view_axis_changed.emit(self.view_axis)
+
+    def geometry(self, axis: int | None = None) -> SliceGeometry | None:
+        """How the view along ``axis`` (default: the active one) lays out its slices; None for
+        a plain image."""
+        if not self.geometries:
+            return None
+        return self.geometries[self.view_axis if axis is None else axis]
+
+    def _sync_view(self) -> None:
+        if self.session is None:
+            return
+        geometry = self.geometry()
+        if geometry is None:
+            self.session.set_view(())
+        else:
+            self.session.set_view((self.position[geometry.axis],), geometry.axes)
+
+    def image_plane(self, axis: int | None = None) -> np.ndarray | None:
+        """The image slice shown by the view along ``axis`` (default: the active view)."""
         if self.image is None or self.item is None:
             return None
-        return self.image[self.frame] if self.item.frames > 1 else self.image
+        geometry = self.geometry(axis)
+        if geometry is None:
+            return self.image
+        channels = tuple(range(3, self.image.ndim))  # RGB stacks keep their colour axis last
+        return self.image.transpose(geometry.axes + channels)[self.position[geometry.axis]]
 
-    def label_plane(self) -> np.ndarray | None:
+    def label_plane(self, axis: int | None = None) -> np.ndarray | None:
+        """The label slice of the view along ``axis`` (a view: edits show in it)."""
         if self.session is None:
             return None
-        return self.session.labels[self.session.plane] if self.session.plane else \
-            self.session.labels
+        geometry = self.geometry(axis)
+        if geometry is None:
+            return self.session.labels
+        return self.session.labels.transpose(geometry.axes)[self.position[geometry.axis]]
 
     def set_item_state(self, state: str) -> None:
         item = self.item
@@ -267,22 +326,34 @@ class Workspace(QObject):
             self.session.checkpoint()
         changed = project.delete_class(index, replacement)
         if self.session is not None:
-            plane = self.session.plane
             self.session = EditSession(project, self.session.item)
-            self.session.plane = plane
+            self._sync_view()
         self.classes_changed.emit()
         self.item_opened.emit()
         return changed
 
 
-def _load_image_or_placeholder(item: Item) -> tuple[np.ndarray, str | None]:
-    """The item's pixels, or a grey placeholder of its size with the reason it is missing."""
-    from core.io.volumes import load_item_pixels
+def _load_image_or_placeholder(item: Item) -> tuple[np.ndarray, str | None, Volume | None]:
+    """The item's pixels (and its Volume, for a volume), or a grey placeholder of its size with
+    the reason it is missing."""
+    from core.io.volumes import load_item_pixels, load_item_volume
 
     placeholder = np.full(item.mask_shape, 64, np.uint8)
     if item.source is None:
-        return placeholder, f"The source image of {item.name} is missing ({item.abs_path})."
+        return placeholder, f"The source image of {item.name} is missing ({item.abs_path}).", None
     try:
-        return load_item_pixels(item), None
+        if item.kind == "volume":
+            volume = load_item_volume(item)
+            return volume.array, None, volume
+        return load_item_pixels(item), None, None
     except SegStudioError as err:
-        return placeholder, str(err)
+        return placeholder, str(err), None
+
+
+def _geometries(shape: tuple[int, ...], volume: Volume | None) -> tuple[SliceGeometry, ...]:
+    """The three views of a volume (oriented by its affine) or a stack (plain); () otherwise."""
+    if len(shape) != 3:
+        return ()
+    if volume is not None and volume.shape == shape:
+        return slice_geometries(shape, volume.affine, volume.spacing)
+    return slice_geometries(shape)

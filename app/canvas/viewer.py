@@ -26,6 +26,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
+    QLabel,
     QStyleOptionGraphicsItem,
     QVBoxLayout,
     QWidget,
@@ -207,6 +208,7 @@ class ImageCanvas(QWidget):
     cursor_moved = Signal(float, float)
     cursor_left = Signal()
     levels_dragged = Signal(float, float)  # the person changed the window by right-dragging
+    slice_scrolled = Signal(int)  # wheel steps (+1 = forward) while slice scrolling is on
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -216,6 +218,8 @@ class ImageCanvas(QWidget):
         self._pan_mode = False
         self._space_held = False
         self._brush_radius: float | None = None
+        self._wheel_slices = False
+        self._wheel_rest = 0
 
         self.view = pg.GraphicsView(self, background=(32, 32, 32))
         self.view_box = _CanvasViewBox(self.left_drag_pans)
@@ -226,9 +230,21 @@ class ImageCanvas(QWidget):
         self.confidence_item = pg.ImageItem(axisOrder="row-major")
         self.confidence_item.setVisible(False)
         self.confidence_item.setOpacity(0.6)
+        # What a tool would do if accepted (e.g. interpolated slices), drawn over the labels.
+        self.preview_item = pg.ImageItem(axisOrder="row-major")
+        self.preview_item.setVisible(False)
         self.brush_cursor = BrushCursorItem()
         self.polygon_preview = PolygonPreviewItem()
-        for z, item in enumerate((self.image_item, self.overlay, self.confidence_item)):
+        # The linked 3-D cursor of the other views: where their slices cut this one.
+        pen = _cosmetic_pen(QColor(255, 200, 0, 170), 1.0, Qt.PenStyle.DashLine)
+        self.crosshair = (pg.InfiniteLine(angle=90, pen=pen, movable=False),
+                          pg.InfiniteLine(angle=0, pen=pen, movable=False))
+        for line in self.crosshair:
+            line.setZValue(9)
+            line.setVisible(False)
+            self.view_box.addItem(line, ignoreBounds=True)
+        for z, item in enumerate((self.image_item, self.overlay, self.confidence_item,
+                                  self.preview_item)):
             item.setPos(-0.5, -0.5)  # pixel centres on integer view coordinates
             item.setZValue(z)
             self.view_box.addItem(item)
@@ -240,6 +256,12 @@ class ImageCanvas(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.view)
+        # Orientation letters at the top, bottom, left and right edges (volumes only).
+        self.edge_labels = [QLabel(self.view) for _ in range(4)]
+        for label in self.edge_labels:
+            label.setStyleSheet("color: rgb(255, 210, 80); font-weight: bold; background: none;")
+            label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            label.hide()
         self._viewport = self.view.viewport()  # cached: no C++ call needed to match events
         self._viewport.installEventFilter(self)
         self.view.installEventFilter(self)
@@ -280,6 +302,65 @@ class ImageCanvas(QWidget):
     def set_levels(self, lo: float, hi: float) -> None:
         self._levels = (float(lo), float(hi))
         self.image_item.setLevels(self._levels)
+
+    def set_geometry(self, aspect: float = 1.0, rows_up: bool = False, cols_left: bool = False,
+                     edges: Sequence[str] = ("", "", "", "")) -> None:
+        """How image pixels sit on screen: ``aspect`` = displayed width / height of one pixel
+        (voxel spacing), row 0 at the bottom when ``rows_up``, column 0 at the right when
+        ``cols_left``; ``edges`` are letters for the top/bottom/left/right edges (e.g. A, P, R,
+        L). Image coordinates stay array indices: the tools need no change."""
+        self.view_box.setAspectLocked(True, ratio=float(aspect))
+        self.view_box.invertY(not rows_up)
+        self.view_box.invertX(bool(cols_left))
+        for label, text in zip(self.edge_labels, edges, strict=True):
+            label.setText(text)
+            label.adjustSize()
+            label.setVisible(bool(text))
+        self._place_edge_labels()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._place_edge_labels()
+
+    def _place_edge_labels(self) -> None:
+        width, height = self.view.width(), self.view.height()
+        top, bottom, left, right = self.edge_labels
+        top.move((width - top.width()) // 2, 4)
+        bottom.move((width - bottom.width()) // 2, height - bottom.height() - 4)
+        left.move(6, (height - left.height()) // 2)
+        right.move(width - right.width() - 6, (height - right.height()) // 2)
+
+    def set_slice_scrolling(self, enabled: bool) -> None:
+        """The wheel moves through slices (``slice_scrolled``) and Ctrl+wheel zooms, as in
+        radiology viewers; off, the wheel zooms."""
+        self._wheel_slices = bool(enabled)
+
+    def set_crosshair(self, x: float | None, y: float | None) -> None:
+        """Show the linked cursor's lines at column ``x`` and row ``y`` (None hides a line)."""
+        for line, value in zip(self.crosshair, (x, y), strict=True):
+            if value is None:
+                line.setVisible(False)
+            else:
+                line.setValue(float(value))
+                line.setVisible(True)
+
+    def set_preview(self, mask: np.ndarray | None,
+                    color: tuple[int, int, int] = (255, 255, 0)) -> None:
+        """Show ``mask`` ((H, W) bool: pixels a tool would set) hatched in ``color``; None hides."""
+        if mask is None or not np.any(mask):
+            self.preview_item.clear()
+            self.preview_item.setVisible(False)
+            return
+        rgba = np.zeros((*mask.shape, 4), np.uint8)
+        rgba[mask] = (*color, 150)
+        stripes = mask & (((np.arange(mask.shape[0])[:, None] + np.arange(mask.shape[1])) % 4)
+                          == 0)  # diagonal stripes tell a preview from painted labels
+        rgba[stripes] = (255, 255, 255, 220)
+        self.preview_item.setImage(rgba, autoLevels=False, levels=(0, 255))
+        self.preview_item.setVisible(True)
+
+    def preview_visible(self) -> bool:
+        return self.preview_item.isVisible()
 
     def set_window_level_drag(self, enabled: bool) -> None:
         """Right-drag changes the window (right: wider, down: higher level) instead of panning."""
@@ -449,6 +530,10 @@ class ImageCanvas(QWidget):
         if watched is self._viewport:
             if kind in MOUSE_EVENTS:
                 return self._mouse_event(event)
+            if kind == QEvent.Type.Wheel and self._wheel_slices and not (
+                    event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+                self._scroll_slices(event)
+                return True
             if kind == QEvent.Type.Leave:
                 self.brush_cursor.setVisible(False)
                 self.cursor_left.emit()
@@ -471,6 +556,14 @@ class ImageCanvas(QWidget):
                 self.brush_cursor.setVisible(True)
             self.cursor_moved.emit(x, y)
         return self._handler is not None and self._handler.canvas_mouse_event(event, x, y)
+
+    def _scroll_slices(self, event) -> None:
+        """One slice per wheel notch (120 units); touchpads' small steps add up."""
+        self._wheel_rest += event.angleDelta().y()
+        steps = int(self._wheel_rest / 120)
+        if steps:
+            self._wheel_rest -= steps * 120
+            self.slice_scrolled.emit(steps)
 
     def _key_event(self, event: QKeyEvent) -> bool:
         if event.key() == Qt.Key.Key_Space:

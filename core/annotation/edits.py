@@ -78,6 +78,20 @@ class Edit:
         """The edit that undoes this one."""
         return Edit._from_bits(self.region, self._shape, self._bits, self.new, self.old)
 
+    def transposed(self, axes: tuple[int, ...]) -> Edit:
+        """The same change seen in ``array.transpose(axes)`` (axis i of the result is axis
+        ``axes[i]`` of the array this edit was made on)."""
+        axes = tuple(int(a) for a in axes)
+        if axes == tuple(range(len(axes))):
+            return self
+        changed = self.changed
+        old = np.zeros(changed.shape, self.old.dtype)
+        new = np.zeros(changed.shape, self.new.dtype)
+        old[changed], new[changed] = self.old, self.new
+        moved = changed.transpose(axes)  # C order changes with the axes: re-gather the values
+        return Edit(tuple(self.region[a] for a in axes), moved, old.transpose(axes)[moved],
+                    new.transpose(axes)[moved])
+
     def bbox_2d(self) -> tuple[int, int, int, int]:
         """(y0, y1, x0, x1) of the last two axes: what a 2D view must redraw."""
         ys, xs = self.region[-2], self.region[-1]

@@ -28,6 +28,7 @@ from core.annotation.volume_tools import (
     remove_small_components_3d,
     threshold_fill,
 )
+from core.errors import SegStudioError
 from core.project.items import Item
 from core.project.store import Project
 
@@ -48,12 +49,57 @@ class EditSession:
         self.item = item
         self.labels = project.load_mask(item)
         self.history = History(max_steps=max_undo)
+        # The 2D slice the tools edit: ``plane`` indexes the leading axes of
+        # ``labels.transpose(axes)`` (identity axes: the leading axes of ``labels``). A volume
+        # seen from the side (coronal, sagittal) has axes such as (1, 0, 2): see set_view.
         self.plane: tuple[int, ...] = ()
+        self.axes: tuple[int, ...] = tuple(range(self.labels.ndim))
         self._stroke: list[Edit] | None = None
         self._last_point: Point | None = None
         self._unsaved: list[Edit] = []
         # edited since the last checkpoint (a journal left by a crash counts: fold it in)
         self._dirty = project.journal_length(item.id) > 0
+
+    # -- the slice being edited ------------------------------------------------------------------------
+    def set_view(self, plane: tuple[int, ...], axes: tuple[int, ...] | None = None) -> None:
+        """Edit slice ``plane`` of ``labels.transpose(axes)`` from now on (a running stroke is
+        committed first). ``axes`` None keeps the array's own order."""
+        axes = tuple(range(self.labels.ndim)) if axes is None else tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(self.labels.ndim)):
+            raise ValueError(f"axes {axes} are not a permutation of the label array's axes")
+        plane = tuple(int(i) for i in plane)
+        if (plane, axes) == (self.plane, self.axes):
+            return
+        if self._stroke is not None:
+            self.end_stroke()
+        self.plane, self.axes = plane, axes
+
+    def view_labels(self) -> np.ndarray:
+        """``labels`` in the order of the current view (a view of the array, no copy)."""
+        return self.labels if self._identity() else self.labels.transpose(self.axes)
+
+    def plane_labels(self) -> np.ndarray:
+        """The 2D label slice the tools edit (a view: edits show in it)."""
+        view = self.view_labels()
+        return view[self.plane] if self.plane else view
+
+    def plane_box(self, edit: Edit) -> tuple[int, int, int, int] | None:
+        """(y0, y1, x0, x1) of ``edit`` in the current slice, or None when it misses the slice."""
+        region = [edit.region[a] for a in self.axes]
+        for index, span in zip(self.plane, region, strict=False):
+            if not span.start <= index < span.stop:
+                return None
+        ys, xs = region[-2], region[-1]
+        return ys.start, ys.stop, xs.start, xs.stop
+
+    def _identity(self) -> bool:
+        return self.axes == tuple(range(len(self.axes)))
+
+    def _to_labels(self, edit: Edit | None) -> Edit | None:
+        """An edit made on :meth:`view_labels`, in the axis order of ``labels``."""
+        if edit is None or self._identity():
+            return edit
+        return edit.transposed(tuple(int(a) for a in np.argsort(self.axes)))
 
     # -- strokes (brush/eraser drags) --------------------------------------------------------------
     def begin_stroke(self, point: Point, radius: float, rule: PaintRule) -> Edit | None:
@@ -76,7 +122,7 @@ class EditSession:
         steps, self._stroke, self._last_point = self._stroke, None, None
         if not steps:
             return None
-        edit = merge_edits(steps, self.labels)
+        edit = self._to_labels(merge_edits(steps, self.view_labels()))
         if edit is not None:
             self._record(edit)
         return edit
@@ -86,30 +132,55 @@ class EditSession:
         return self._stroke is not None
 
     def _stroke_step(self, p0: Point, p1: Point, radius: float, rule: PaintRule) -> Edit | None:
-        edit = paint_segment(self.labels, p0, p1, radius, rule, self.plane)
+        edit = paint_segment(self.view_labels(), p0, p1, radius, rule, self.plane)
         if edit is not None and self._stroke is not None:
-            self._stroke.append(edit)
-        return edit
+            self._stroke.append(edit)  # in view order; end_stroke converts the merged edit
+        return self._to_labels(edit)
 
     # -- one-shot tools ------------------------------------------------------------------------------
     def fill(self, seed: Point, rule: PaintRule) -> Edit | None:
-        return self._finish(flood_fill(self.labels, seed, rule, self.plane))
+        return self._finish(self._to_labels(flood_fill(self.view_labels(), seed, rule,
+                                                       self.plane)))
 
     def polygon(self, points: Sequence[Point], rule: PaintRule) -> Edit | None:
-        return self._finish(fill_polygon(self.labels, points, rule, self.plane))
+        return self._finish(self._to_labels(fill_polygon(self.view_labels(), points, rule,
+                                                         self.plane)))
 
     def replace_plane(self, new_plane: np.ndarray, whole: bool = False) -> Edit | None:
         """Set the current plane (or, with ``whole``, every plane: e.g. a model run slice by
         slice over a volume) to ``new_plane`` as one undo step."""
         if new_plane.max(initial=0) > np.iinfo(self.labels.dtype).max:
             self.labels = self.labels.astype(np.uint16)
-        return self._finish(replace_labels(self.labels, new_plane, () if whole else self.plane))
+        if whole:
+            return self._finish(replace_labels(self.labels, new_plane, ()))
+        return self._finish(self._to_labels(replace_labels(self.view_labels(), new_plane,
+                                                           self.plane)))
 
     # -- volume tools (whole label volume, one undo step each) ---------------------------------------
     def interpolate_slices(self, value: int, axis: int = 0, start: int | None = None,
                            stop: int | None = None) -> Edit | None:
         """Fill the slices between annotated slices of ``value`` (shape-based interpolation)."""
         return self._finish(interpolate_between_slices(self.labels, value, axis, start, stop))
+
+    def preview_interpolation(self, value: int, axis: int = 0, start: int | None = None,
+                              stop: int | None = None) -> Edit | None:
+        """What :meth:`interpolate_slices` would change, without changing anything (for a
+        preview the person accepts with :meth:`apply_edit`)."""
+        return interpolate_between_slices(self.labels, value, axis, start, stop, preview=True)
+
+    def apply_edit(self, edit: Edit) -> Edit:
+        """Apply an edit built from these labels but not applied (an accepted preview) as one
+        undo step.
+
+        Raises:
+            SegStudioError: The labels changed since the edit was built (preview again).
+        """
+        if any(s.stop > n for s, n in zip(edit.region, self.labels.shape, strict=True)) or \
+                not np.array_equal(self.labels[edit.region][edit.changed], edit.old):
+            raise SegStudioError("The labels changed since the preview was made; preview again.")
+        edit.apply(self.labels)
+        self._record(edit)
+        return edit
 
     def threshold_fill(self, image: np.ndarray, low: float, high: float, value: int,
                        box: Sequence[slice] | None = None, within: np.ndarray | None = None,
