@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, Qt
@@ -18,8 +19,9 @@ from PySide6.QtWidgets import (
 
 from app import settings
 from app.actions import add_menu, make_action
+from app.canvas.slice_views import SliceViews
 from app.canvas.tools import ToolController
-from app.canvas.viewer import ImageCanvas
+from app.canvas.viewer import ImageCanvas, default_levels
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
 from app.dialogs.import_dialog import ImportDialog
@@ -28,7 +30,7 @@ from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
 from app.panels.models_panel import ModelsPanel
-from app.panels.volume_panel import VolumePanel
+from app.panels.volume_panel import VolumePanel, preview_mask
 from app.toolbar import ToolOptionsBar
 from app.workspace import Workspace
 from core.errors import SegStudioError, StorageFullError
@@ -43,14 +45,23 @@ class MainWindow(QMainWindow):
         self.setAcceptDrops(True)
         self.workspace = Workspace(self)
         self.workspace.chooser = self._choose
+        # The main canvas, and two more for the three-view layout of volumes and stacks.
         self.canvas = ImageCanvas()
-        self.setCentralWidget(self.canvas)
+        self.side_canvases = [ImageCanvas(), ImageCanvas()]
+        self.views = SliceViews([self.canvas, *self.side_canvases])
+        self.setCentralWidget(self.views)
+        self.main_axis = 0  # the cut the main canvas shows (0 axial for a typical CT)
+        self._levels: tuple[float, float] | None = None  # one window for every view of an item
+        self._preview = None  # the 3D panel's pending preview edit
         self.tools = ToolController(self.canvas, lambda: self.workspace.session, self)
+        for canvas in self.side_canvases:
+            self.tools.add_canvas(canvas)
         self.classes_panel = ClassesPanel(self.workspace)
         self.items_panel = ItemsPanel(self.workspace)
         self.display_panel = DisplayPanel()
         self.models_panel = ModelsPanel(self.workspace)
-        self.volume_panel = VolumePanel(self.workspace, lambda: self.tools.class_index)
+        self.volume_panel = VolumePanel(self.workspace, lambda: self.tools.class_index,
+                                        visible_box=self._visible_box)
         self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
@@ -102,8 +113,13 @@ class MainWindow(QMainWindow):
             self.actions_by_id[name] = act(name, lambda s=slot: self._guard(s))
         for name, tool in (("tool_brush", "brush"), ("tool_eraser", "eraser"),
                            ("tool_fill", "fill"), ("tool_polygon", "polygon"),
-                           ("tool_pan", "pan")):
+                           ("tool_pan", "pan"), ("tool_crosshair", "crosshair")):
             self.actions_by_id[name] = act(name, lambda t=tool: self.tools.set_tool(t))
+        self.actions_by_id["view_three"] = act(
+            "view_three", lambda: self._guard(self._toggle_three), checkable=True)
+        for axis in range(3):
+            self.actions_by_id[f"view_axis_{axis}"] = act(
+                f"view_axis_{axis}", lambda a=axis: self._guard(lambda: self.set_main_axis(a)))
         for number in range(1, 10):
             self.actions_by_id[f"class_{number}"] = act(
                 f"class_{number}", lambda n=number: self.classes_panel.select_row(n))
@@ -117,9 +133,10 @@ class MainWindow(QMainWindow):
         add_menu(self, "&Edit", [a["undo"], a["redo"], None, a["brush_smaller"],
                                  a["brush_larger"], a["preserve"]])
         add_menu(self, "&Tools", [a["tool_brush"], a["tool_eraser"], a["tool_fill"],
-                                  a["tool_polygon"], a["tool_pan"]])
+                                  a["tool_polygon"], a["tool_pan"], a["tool_crosshair"]])
         add_menu(self, "&View", [a["fit"], a["zoom_1to1"], None, a["toggle_overlay"],
-                                 a["toggle_outline"]])
+                                 a["toggle_outline"], None, a["view_three"], a["view_axis_0"],
+                                 a["view_axis_1"], a["view_axis_2"]])
         add_menu(self, "&Item", [a["next_item"], a["previous_item"], a["next_frame"],
                                  a["previous_frame"], None, a["mark_done"], a["mark_review"]])
         add_menu(self, "&Help", [a["help"]])
@@ -127,22 +144,32 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         ws = self.workspace
         ws.item_opened.connect(self._show_item)
-        ws.frame_changed.connect(lambda _f: (self._show_plane(), self._show_confidence()))
+        ws.position_changed.connect(self._on_position)
         ws.classes_changed.connect(self._on_classes_changed)
         ws.project_changed.connect(self._update_title)
         self.items_panel.item_activated.connect(lambda row: self._guard(lambda: self._open_item(row)))
         self.classes_panel.class_selected.connect(self.tools.set_class_index)
         self.tools.error.connect(self._show_error)
-        self.tools.edited.connect(lambda _e: self._update_title())
+        self.tools.edited.connect(self._on_edited)
+        self.tools.canvas_activated.connect(lambda _c: self._sync_active_axis())
+        self.tools.cursor_placed.connect(self._place_cursor)
         dp = self.display_panel
         dp.opacity_changed.connect(self._set_opacity)
         dp.outline_changed.connect(self.canvas.set_outline_mode)
         dp.overlay_visible_changed.connect(self.canvas.set_overlay_visible)
-        dp.levels_changed.connect(self.canvas.set_levels)
+        dp.levels_changed.connect(self._set_levels)
         dp.auto_levels_requested.connect(self._auto_levels)
         dp.frame_changed.connect(self._set_frame)
-        self.canvas.cursor_moved.connect(self._show_cursor)
-        self.canvas.levels_dragged.connect(self.display_panel.show_levels)
+        for pane in self.views.panes:
+            canvas = pane.canvas
+            canvas.cursor_moved.connect(lambda x, y, c=canvas: self._show_cursor(c, x, y))
+            canvas.levels_dragged.connect(self._set_levels)
+            canvas.levels_dragged.connect(self.display_panel.show_levels)
+            canvas.slice_scrolled.connect(lambda steps, c=canvas: self._scroll(c, steps))
+            pane.slice_requested.connect(lambda index, c=canvas: self._move_slice(c, index))
+        self.views.panes[0].axis_requested.connect(
+            lambda axis: self._guard(lambda: self.set_main_axis(axis)))
+        self.volume_panel.preview_changed.connect(self._set_preview)
         self.models_panel.applied.connect(self._on_prediction)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
@@ -228,62 +255,245 @@ class MainWindow(QMainWindow):
 
     # -- showing -------------------------------------------------------------------------------------
     def _show_item(self) -> None:
-        item = self.workspace.item
+        ws = self.workspace
+        item = ws.item
         if item is None:
             return
-        self.display_panel.set_frame_count(item.frames,
-                                           "Slice" if item.kind == "volume" else "Page")
-        self.canvas.set_window_level_drag(item.kind == "volume")  # radiology habit
+        volume = item.kind == "volume"
+        self.main_axis = 0
+        self._preview = None
+        stacked = bool(ws.geometries)
+        three = self.actions_by_id["view_three"]
+        three.setEnabled(stacked)
+        if not stacked and self.views.three:
+            three.setChecked(False)  # toggles the layout back to one view
+        self.views.panes[0].set_choices(
+            [g.name.capitalize() if volume else g.name for g in ws.geometries], 0)
+        for pane in self.views.panes:
+            pane.canvas.set_window_level_drag(volume)  # radiology habit
+            pane.canvas.set_slice_scrolling(stacked)
+            pane.canvas.set_confidence(None)
+            pane.canvas.set_preview(None)
+        self.tools.activate(self.canvas)
+        self._levels = default_levels(ws.image) if ws.image is not None else None
+        self._show_frame_count()
         self.cursor_label.setText("")
         self.models_panel.last_prediction = None
-        self.canvas.set_confidence(None)
         self._show_plane(fit=True)
-        if self.workspace.image_error:
-            self.statusBar().showMessage(self.workspace.image_error, 10000)
+        if ws.image_error:
+            self.statusBar().showMessage(ws.image_error, 10000)
         self._update_title()
 
-    def _show_plane(self, fit: bool = False) -> None:
-        image, labels = self.workspace.image_plane(), self.workspace.label_plane()
+    def _show_frame_count(self) -> None:
+        """The Display panel's slice box follows the main view's cut."""
+        ws = self.workspace
+        item = ws.item
+        if item is None:
+            return
+        if ws.geometries:
+            count = ws.session.labels.shape[self.main_axis] if ws.session else item.frames
+            noun = "Page" if item.kind != "volume" else "Slice"
+            if self.main_axis:
+                noun = f"{ws.geometry(self.main_axis).name.capitalize()} {noun.lower()}"
+            self.display_panel.set_frame_count(count, noun)
+            self.display_panel.show_frame(ws.position[self.main_axis])
+        else:
+            self.display_panel.set_frame_count(1)
+
+    def view_axes(self) -> list[tuple[ImageCanvas, int | None]]:
+        """(canvas, axis it cuts along) of every view on screen; axis None for a plain image."""
+        ws = self.workspace
+        if not ws.geometries:
+            return [(self.canvas, None)]
+        axes = [self.main_axis] + [a for a in range(3) if a != self.main_axis]
+        return [(pane.canvas, axes[i]) for i, pane in enumerate(self.views.visible_panes())]
+
+    def axis_of(self, canvas: ImageCanvas) -> int | None:
+        for shown, axis in self.view_axes():
+            if shown is canvas:
+                return axis
+        return None
+
+    def _show_plane(self, fit: bool = False, axis: int | None = None) -> None:
+        """Redraw the views (only those cutting along ``axis`` when given)."""
+        for canvas, view_axis in self.view_axes():
+            if axis is None or view_axis == axis:
+                self._show_view(canvas, view_axis, fit)
+        self._show_crosshairs()
+        self._show_confidence()
+        if self._levels is not None:
+            self.display_panel.show_levels(*self._levels)
+
+    def _show_view(self, canvas: ImageCanvas, axis: int | None, fit: bool) -> None:
+        ws = self.workspace
+        image, labels = ws.image_plane(axis), ws.label_plane(axis)
         if image is None or labels is None:
             return
-        self.canvas.set_image(image)
-        self.canvas.set_labels(labels, self.workspace.palette())
-        self.display_panel.show_levels(*self.canvas.levels())
+        canvas.set_image(image, self._levels)
+        canvas.set_labels(labels, ws.palette())
+        pane = self.views.panes[[p.canvas for p in self.views.panes].index(canvas)]
+        geometry = ws.geometry(axis) if axis is not None else None
+        if geometry is None:
+            canvas.set_geometry()
+            pane.hide_slices()
+        else:
+            volume = ws.item is not None and ws.item.kind == "volume"
+            canvas.set_geometry(geometry.aspect, geometry.rows_up, geometry.cols_left,
+                                geometry.edges if volume else ("", "", "", ""))
+            name = geometry.name.capitalize() if volume else geometry.name
+            pane.show_slice(name, ws.position[axis], ws.session.labels.shape[axis])
+        canvas.set_preview(self._preview_mask(axis))
         if fit:
-            self.canvas.fit()
+            canvas.fit()
+
+    def _show_crosshairs(self) -> None:
+        """In the three-view layout every view marks where the other two cut it."""
+        ws = self.workspace
+        for canvas, axis in self.view_axes():
+            geometry = ws.geometry(axis) if axis is not None else None
+            if geometry is None or not self.views.three:
+                canvas.set_crosshair(None, None)
+            else:
+                canvas.set_crosshair(ws.position[geometry.axes[2]], ws.position[geometry.axes[1]])
+
+    def _on_position(self, axis: int) -> None:
+        self._show_plane(axis=axis)
+        if axis == self.main_axis:
+            self.display_panel.show_frame(self.workspace.position[axis])
+
+    def _move_slice(self, canvas: ImageCanvas, index: int) -> None:
+        axis = self.axis_of(canvas)
+        if axis is not None:
+            self.tools.finish_pending()
+            self.workspace.set_position(axis, index)
+
+    def _scroll(self, canvas: ImageCanvas, steps: int) -> None:
+        axis = self.axis_of(canvas)
+        if axis is not None:
+            self._move_slice(canvas, self.workspace.position[axis] + steps)
+
+    def _place_cursor(self, x: float, y: float) -> None:
+        """The crosshair tool: point the other views at the voxel under the click."""
+        ws = self.workspace
+        axis = self.axis_of(self.tools.canvas)
+        geometry = ws.geometry(axis) if axis is not None else None
+        if geometry is None or ws.session is None:
+            return
+        shape = ws.session.labels.shape
+        for along, value in ((geometry.axes[1], y), (geometry.axes[2], x)):
+            ws.set_position(along, min(max(int(round(value)), 0), shape[along] - 1))
+
+    def set_main_axis(self, axis: int) -> None:
+        """Show the cut along ``axis`` in the main view (the others go to the side views)."""
+        ws = self.workspace
+        if not ws.geometries:
+            raise SegStudioError("Only volumes and stacks can be cut along other axes.")
+        self.tools.finish_pending()
+        self.main_axis = int(axis)
+        self.views.panes[0].set_choices(
+            [g.name.capitalize() if ws.item.kind == "volume" else g.name
+             for g in ws.geometries], self.main_axis)
+        self._show_frame_count()
+        self._sync_active_axis()
+        self._show_plane(fit=True)
+
+    def _toggle_three(self) -> None:
+        three = self.actions_by_id["view_three"].isChecked()
+        if three and not self.workspace.geometries:
+            self.actions_by_id["view_three"].setChecked(False)
+            raise SegStudioError("The three-view layout is for volumes and stacks.")
+        self.tools.finish_pending()
+        self.views.set_three(three)
+        self._sync_active_axis()
+        self._show_plane(fit=True)
+
+    def _sync_active_axis(self) -> None:
+        """Point the edit session at the slice of the canvas the person works in."""
+        if self.axis_of(self.tools.canvas) is None and self.workspace.geometries:
+            self.tools.activate(self.canvas)  # its view was hidden
+        axis = self.axis_of(self.tools.canvas)
+        if axis is not None:
+            self.workspace.set_view_axis(axis)
+
+    def _on_edited(self, _edit) -> None:
+        """Another view may show the voxels just changed: redraw the views not drawn yet."""
+        for canvas, _axis in self.view_axes():
+            if canvas is not self.tools.canvas:
+                canvas.refresh_labels()
+        self.volume_panel.discard_preview()
+        self._update_title()
+
+    def _set_preview(self, edit) -> None:
+        self._preview = edit
+        for canvas, axis in self.view_axes():
+            canvas.set_preview(self._preview_mask(axis))
+
+    def _preview_mask(self, axis: int | None):
+        ws = self.workspace
+        if self._preview is None or axis is None or ws.session is None:
+            return None
+        return preview_mask(self._preview, ws.session.labels.shape, ws.geometry(axis),
+                            ws.position[axis])
+
+    def _visible_box(self) -> tuple[slice, slice] | None:
+        """Rows and columns of the active view's slice that are on screen."""
+        labels = self.workspace.label_plane()
+        if labels is None:
+            return None
+        rect = self.tools.canvas.view_rect()
+        (y0, y1), (x0, x1) = sorted((rect.top(), rect.bottom())), sorted((rect.left(),
+                                                                          rect.right()))
+        rows = slice(max(math.ceil(y0 - 0.5), 0), min(math.floor(y1 + 0.5), labels.shape[0]))
+        cols = slice(max(math.ceil(x0 - 0.5), 0), min(math.floor(x1 + 0.5), labels.shape[1]))
+        if rows.start >= rows.stop or cols.start >= cols.stop:
+            return None
+        return rows, cols
 
     def _on_prediction(self, _prediction) -> None:
-        labels = self.workspace.label_plane()  # may have been widened to uint16: re-attach
-        if labels is not None:
-            self.canvas.set_labels(labels, self.workspace.palette())
+        for canvas, axis in self.view_axes():  # labels may have been widened: re-attach
+            labels = self.workspace.label_plane(axis)
+            if labels is not None:
+                canvas.set_labels(labels, self.workspace.palette())
         self._show_confidence()
         self._update_title()
 
     def _show_confidence(self) -> None:
         """The last prediction's confidence, when asked for and it belongs to what is shown."""
         prediction = self.models_panel.last_prediction
-        labels = self.workspace.label_plane()
         confidence = None if prediction is None else prediction.confidence
-        if confidence is not None and confidence.ndim == 3:  # a run over every slice
-            confidence = confidence[min(self.workspace.frame, len(confidence) - 1)]
-        show = (self.models_panel.confidence.isChecked() and confidence is not None
-                and labels is not None and confidence.shape == labels.shape)
-        self.canvas.set_confidence(confidence if show else None)
+        for canvas, axis in self.view_axes():
+            labels = self.workspace.label_plane(axis)
+            shown = confidence
+            if shown is not None and shown.ndim == 3 and axis is not None:  # every slice run
+                geometry = self.workspace.geometry(axis)
+                shown = shown.transpose(geometry.axes)[self.workspace.position[axis]] \
+                    if shown.shape == self.workspace.session.labels.shape else None
+            show = (self.models_panel.confidence.isChecked() and shown is not None
+                    and labels is not None and shown.shape == labels.shape)
+            canvas.set_confidence(shown if show else None)
 
     def _on_classes_changed(self) -> None:
-        self.canvas.set_palette(self.workspace.palette())
+        for pane in self.views.panes:
+            pane.canvas.set_palette(self.workspace.palette())
 
     def _set_opacity(self, opacity: float) -> None:
-        self.canvas.set_overlay_opacity(opacity)
+        for pane in self.views.panes:
+            pane.canvas.set_overlay_opacity(opacity)
         settings.set_value("display/opacity", int(round(opacity * 100)))
+
+    def _set_levels(self, low: float, high: float) -> None:
+        """One window for every view (set in the panel, by right-drag or by a preset)."""
+        self._levels = (float(low), float(high))
+        for pane in self.views.panes:
+            pane.canvas.set_levels(low, high)
 
     def _auto_levels(self) -> None:
         from core.io import auto_levels
 
-        image = self.workspace.image_plane()
+        image = self.workspace.image
         if image is not None:
             low, high = auto_levels(image)
-            self.canvas.set_levels(low, high)
+            self._set_levels(low, high)
             self.display_panel.show_levels(low, high)
 
     def _open_item(self, row: int) -> None:
@@ -296,22 +506,36 @@ class MainWindow(QMainWindow):
 
     def _set_frame(self, frame: int) -> None:
         self.tools.finish_pending()
-        self.workspace.set_frame(frame)
+        self.workspace.set_position(self.main_axis, frame)
 
     def _step_frame(self, delta: int) -> None:
-        self.display_panel.frame.setValue(self.workspace.frame + 1 + delta)  # shown 1-based
+        """Next/previous slice of the view the person works in."""
+        axis = self.axis_of(self.tools.canvas)
+        if axis is not None:
+            self._move_slice(self.tools.canvas, self.workspace.position[axis] + delta)
 
-    def _show_cursor(self, x: float, y: float) -> None:
+    def _show_cursor(self, canvas: ImageCanvas, x: float, y: float) -> None:
+        ws = self.workspace
+        axis = self.axis_of(canvas)
         ix, iy = int(round(x)), int(round(y))
-        labels = self.workspace.label_plane()
+        labels = ws.label_plane(axis)
         if labels is None or not (0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1]):
             self.cursor_label.setText("")
             return
-        value = self.canvas.value_at(x, y)
+        value = canvas.value_at(x, y)
         label = int(labels[iy, ix])
-        name = {c.index: c.name for c in self.workspace.classes()}.get(label, "?")
-        shown = "" if value is None else f"  value {_format_value(value)}"
-        self.cursor_label.setText(f"x {ix}  y {iy}{shown}  label {label} ({name})")
+        name = {c.index: c.name for c in ws.classes()}.get(label, "?")
+        unit = "HU" if ws.modality == "CT" else "value"
+        shown = "" if value is None else f"  {unit} {_format_value(value)}"
+        geometry = ws.geometry(axis) if axis is not None else None
+        if geometry is None:
+            where = f"x {ix}  y {iy}"
+        else:  # the voxel (x = column, y = row, z = slice of the volume)
+            voxel = [0, 0, 0]
+            voxel[geometry.axes[0]] = ws.position[axis]
+            voxel[geometry.axes[1]], voxel[geometry.axes[2]] = iy, ix
+            where = f"x {voxel[2]}  y {voxel[1]}  z {voxel[0]}"
+        self.cursor_label.setText(f"{where}{shown}  label {label} ({name})")
 
     def _update_title(self) -> None:
         ws = self.workspace

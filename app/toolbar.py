@@ -8,7 +8,7 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QSpinBox, QToolBar, QWidget
 from app.canvas.tools import TOOLS, ToolController
 
 TOOL_TEXT = {"brush": "Brush (B)", "eraser": "Eraser (E)", "fill": "Fill (F)",
-             "polygon": "Polygon (P)", "pan": "Pan (H)"}
+             "polygon": "Polygon (P)", "pan": "Pan (H)", "crosshair": "Crosshair (C)"}
 
 
 class ToolOptionsBar(QToolBar):

@@ -55,6 +55,7 @@ class Workspace(QObject):
         self.position: list[int] = [0, 0, 0]
         self.view_axis = 0  # the axis of the view the person edits in (the session's view)
         self.geometries: tuple[SliceGeometry, ...] = ()  # 3 for a volume or stack, else ()
+        self.modality = ""  # of the open volume ("CT": values are Hounsfield units)
         # Asks the person to pick one of several options (series of a DICOM folder, volumes of
         # a 4D NIfTI): (question, options) -> index or None. The window sets it; None refuses.
         self.chooser: Callable[[str, list[str]], int | None] | None = None
@@ -179,6 +180,7 @@ class Workspace(QObject):
         self.session = EditSession(self.project, item)
         self.index = index
         self.geometries = _geometries(self.session.labels.shape, volume)
+        self.modality = volume.modality if volume is not None else ""
         # a volume opens in its middle, where the anatomy is; a stack on its first page
         self.position = [n // 2 if volume is not None else 0
                          for n in self.session.labels.shape[:3]] if self.geometries else [0, 0, 0]

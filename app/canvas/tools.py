@@ -25,7 +25,7 @@ from core.annotation.session import EditSession
 from core.annotation.tools import PaintRule, Point
 from core.errors import SegStudioError
 
-TOOLS = ("brush", "eraser", "fill", "polygon", "pan")
+TOOLS = ("brush", "eraser", "fill", "polygon", "pan", "crosshair")
 PAINT_TOOLS = ("brush", "eraser")
 MIN_BRUSH, MAX_BRUSH = 1, 512
 BRUSH_STEP = 1.15  # [ and ] scale the brush by about 15%, by at least one pixel
@@ -37,6 +37,11 @@ POLYGON_KEYS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape, Qt.Key.K
 class ToolController(QObject):
     """The current tool and its settings, driving the EditSession of the open item.
 
+    A volume shows several canvases (axial, coronal, sagittal): :meth:`add_canvas` listens to
+    more. A press on a canvas makes it the active one (``canvas_activated``, before the press
+    is handled, so the owner can point the session at that canvas's slice); a running stroke
+    or polygon on the previous canvas is committed or dropped first.
+
     Args:
         canvas: The canvas to listen to and redraw.
         session: Returns the current EditSession, or None when no item is open.
@@ -47,9 +52,14 @@ class ToolController(QObject):
         tool_changed(str): The tool changed (one of :data:`TOOLS`).
         brush_size_changed(int): The brush diameter changed (pixels).
         error(str): The session refused or could not save an edit; a message to show.
+        canvas_activated(ImageCanvas): A press landed on another canvas than the last one.
+        cursor_placed(float, float): The crosshair tool clicked or dragged at image (x, y) of
+            the active canvas.
     """
 
     edited = Signal(object)
+    canvas_activated = Signal(object)
+    cursor_placed = Signal(float, float)
     tool_changed = Signal(str)
     brush_size_changed = Signal(int)
     error = Signal(str)
@@ -66,8 +76,28 @@ class ToolController(QObject):
         self._left_held = False  # we consumed a left press: its moves and release are ours too
         self._stroke_session: EditSession | None = None  # set while a brush/eraser drag runs
         self._polygon: list[Point] = []
-        canvas.set_input_handler(self)
+        self._canvases: list[ImageCanvas] = []
+        self.add_canvas(canvas)
         self._show_tool()
+
+    def add_canvas(self, canvas: ImageCanvas) -> None:
+        """Take the input of one more canvas (another view of the same item)."""
+        self._canvases.append(canvas)
+        canvas.set_input_handler(_CanvasBinding(self, canvas))
+        self._show_tool_on(canvas)
+
+    @property
+    def canvas(self) -> ImageCanvas:
+        """The active canvas: the one pressed last."""
+        return self._canvas
+
+    def activate(self, canvas: ImageCanvas) -> None:
+        """Make ``canvas`` the active one (finishing work on the previous one first)."""
+        if canvas is self._canvas:
+            return
+        self.finish_pending()
+        self._canvas = canvas
+        self.canvas_activated.emit(canvas)
 
     # -- state ---------------------------------------------------------------------------------------
     @property
@@ -171,6 +201,8 @@ class ToolController(QObject):
                 self._canvas.set_polygon_preview(self._polygon, (x, y))
             if self._left_held and self._stroke_session is not None:
                 self._stroke_to(x, y)
+            elif self._left_held and self._tool == "crosshair":
+                self.cursor_placed.emit(x, y)
             return self._left_held
         if kind == QEvent.Type.MouseButtonRelease and left and self._left_held:
             self._left_held = False
@@ -202,13 +234,19 @@ class ToolController(QObject):
 
     # -- internals ---------------------------------------------------------------------------------------
     def _show_tool(self) -> None:
-        self._canvas.set_pan_mode(self._tool == "pan")
+        for canvas in self._canvases:
+            self._show_tool_on(canvas)
+
+    def _show_tool_on(self, canvas: ImageCanvas) -> None:
+        canvas.set_pan_mode(self._tool == "pan")
         radius = self._brush_size / 2 if self._tool in PAINT_TOOLS else None
-        self._canvas.set_brush_cursor(radius)
+        canvas.set_brush_cursor(radius)
 
     def _press(self, event: QMouseEvent, x: float, y: float, double: bool) -> None:
         session = self._session()
-        if self._tool == "polygon":
+        if self._tool == "crosshair":
+            self.cursor_placed.emit(x, y)
+        elif self._tool == "polygon":
             self._polygon_click(event, x, y, double)
         elif session is None:
             return
@@ -266,8 +304,12 @@ class ToolController(QObject):
         return edit
 
     def _redraw(self, edit: Edit | None) -> None:
-        if edit is not None:
-            self._canvas.refresh_labels(edit.bbox_2d())
+        session = self._session()
+        if edit is None or session is None:
+            return
+        box = session.plane_box(edit)  # the edit's box in the slice this canvas shows
+        if box is not None:
+            self._canvas.refresh_labels(box)
 
     def _run(self, action: Callable[[], Edit | None]) -> Edit | None:
         try:
@@ -277,3 +319,26 @@ class ToolController(QObject):
             self._canvas.refresh_labels()
             self.error.emit(str(err))
             return None
+
+
+class _CanvasBinding:
+    """One canvas's input, handed to the controller: a press activates that canvas; other
+    events of a canvas that is not the active one go to pyqtgraph (hover, pan, zoom)."""
+
+    def __init__(self, controller: ToolController, canvas: ImageCanvas) -> None:
+        self._controller = controller
+        self._canvas = canvas
+
+    def canvas_mouse_event(self, event: QMouseEvent, x: float, y: float) -> bool:
+        controller = self._controller
+        if event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick) \
+                and event.button() == Qt.MouseButton.LeftButton:
+            controller.activate(self._canvas)
+        if controller.canvas is not self._canvas:
+            return False
+        return controller.canvas_mouse_event(event, x, y)
+
+    def canvas_key_event(self, event: QKeyEvent) -> bool:
+        if self._controller.canvas is not self._canvas and event.key() in POLYGON_KEYS:
+            return False
+        return self._controller.canvas_key_event(event)

@@ -32,8 +32,10 @@ class ShortcutsDialog(QDialog):
         self.table.resizeColumnsToContents()
         self.table.horizontalHeader().setStretchLastSection(True)
         mouse = QLabel(
-            "Mouse: left-drag paints with the brush/eraser; wheel zooms; middle- or right-drag "
-            "pans (also Space+drag). Polygon: click points, double-click, Enter or a click on the "
+            "Mouse: left-drag paints with the brush/eraser; wheel zooms (on a volume or stack "
+            "the wheel moves through slices and Ctrl+wheel zooms); middle-drag pans (also "
+            "Space+drag), right-drag pans on images and sets the window on volumes. Crosshair "
+            "tool: a click points the other views at that voxel. Polygon: click points, double-click, Enter or a click on the "
             "first point closes it; Backspace removes the last point, Esc cancels.")
         mouse.setWordWrap(True)
         where = QLabel(f"Change a shortcut by editing its setting in {settings().fileName()} "
