@@ -82,6 +82,9 @@ class Edit:
         """The same change seen in ``array.transpose(axes)`` (axis i of the result is axis
         ``axes[i]`` of the array this edit was made on)."""
         axes = tuple(int(a) for a in axes)
+        if sorted(axes) != list(range(len(self.region))):
+            raise ValueError(f"axes {axes} are not a permutation of the edit's "
+                             f"{len(self.region)} axes")
         if axes == tuple(range(len(axes))):
             return self
         changed = self.changed

@@ -122,7 +122,9 @@ def flood_fill(
     target = view[sy, sx]
     if target == rule.value:
         return None
-    same = (view == target).astype(np.uint8)
+    # C order whatever the view's layout: a slice of a transposed volume (a side view) is
+    # column-major, and cv2 refuses such arrays
+    same = np.ascontiguousarray(view == target, dtype=np.uint8)
     fill_mask = np.zeros((height + 2, width + 2), np.uint8)
     flags = connectivity | cv2.FLOODFILL_MASK_ONLY | (1 << 8)
     _, _, _, rect = cv2.floodFill(same, fill_mask, (sx, sy), 1, 0, 0, flags)

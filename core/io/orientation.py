@@ -86,8 +86,14 @@ def slice_geometries(
             SliceGeometry(a, names[a], _plain_axes(a), spacing[_plain_axes(a)[1]],
                           spacing[_plain_axes(a)[2]])
             for a in range(3))
-    directions = [np.asarray(affine, np.float64)[:3, 2 - a] for a in range(3)]  # array axis a
+    # unit RAS direction of array axis a: compared between axes, so voxel size must not count
+    directions = [_unit(np.asarray(affine, np.float64)[:3, 2 - a]) for a in range(3)]
     return tuple(_oriented(a, directions, spacing) for a in range(3))  # type: ignore[return-value]
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 and np.isfinite(norm) else vector
 
 
 def _plain_axes(axis: int) -> tuple[int, int, int]:
