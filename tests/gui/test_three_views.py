@@ -158,8 +158,9 @@ def test_wheel_moves_through_slices_and_ctrl_wheel_zooms(qtbot, window, brain):
     assert ws.position[0] == 20 and np.array_equal(canvas.image(), ws.image[20])
 
 
-def test_wheel_zooms_on_a_plain_image(qtbot, window, sample_dir):
-    window.open_paths([str(sample_dir / "camera.png")])
+def test_wheel_zooms_on_a_plain_image(qtbot, window, sample_dir, tmp_path):
+    shutil.copy(sample_dir / "camera.png", tmp_path / "camera.png")  # its project goes beside it
+    window.open_paths([str(tmp_path / "camera.png")])
     canvas = window.canvas
     before = canvas.zoom_factor()
     wheel(canvas, 2)
