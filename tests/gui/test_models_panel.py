@@ -158,3 +158,221 @@ def test_published_weights_not_on_this_machine_say_where_to_put_them(qtbot, wind
     assert "deeplabv3_mobilenet_v3_large-fc3c493d.pth" in text
     assert str(tmp_path / "torch") in text  # where to place the file
     assert not window.workspace.session.labels.any()
+
+
+# -- volumes: the slice the active view shows, every slice along the active view's axis ---------
+Z_STEP = 2.5
+DEPTH = 8  # slices of the CT series (each 128 x 128)
+
+
+def write_varied_series(folder: Path) -> Path:
+    """A DICOM series of CT_small.dcm copies, each slice shifted sideways by its own amount, so
+    that no two axial slices (and no two rows of a coronal or sagittal slice) are alike."""
+    import pydicom
+    from dicom_series import write_series
+
+    write_series(folder, [Z_STEP * k for k in range(DEPTH)])
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        k = round(float(ds.ImagePositionPatient[2]) / Z_STEP)
+        pixels = ds.pixel_array
+        ds.PixelData = np.roll(pixels, 9 * k, axis=1).astype(pixels.dtype).tobytes()
+        ds.save_as(path)
+    return folder
+
+
+def spatial_checkpoint(path: Path) -> Path:
+    """A small grey U-Net checkpoint whose output depends on the image (an untrained U-Net gives
+    one class everywhere): deterministic, no download."""
+    from core.models import get_model
+    from core.models.loading import save_checkpoint
+
+    kwargs = {"base_channels": 8, "depth": 2}
+    torch.manual_seed(1)
+    model = get_model("unet", num_classes=2, in_channels=1, **kwargs)
+    with torch.no_grad():
+        model.head.bias.zero_()
+        model.head.weight.mul_(10)
+    return save_checkpoint(path, "unet", model, ["background", "tissue"], 1, [0.5], [0.25],
+                           model_kwargs=kwargs)
+
+
+@pytest.fixture
+def ct_window(qtbot, tmp_path: Path, monkeypatch):
+    """The window with an 8 x 128 x 128 CT volume open and a small checkpoint chosen."""
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    study = write_varied_series(tmp_path / "study")
+    win = MainWindow()
+    qtbot.add_widget(win)
+    win.show()
+    win.open_paths([str(study)])
+    assert win.workspace.image.shape == (DEPTH, 128, 128)
+    panel = win.models_panel
+    checkpoint = str(spatial_checkpoint(tmp_path / "spatial.pt"))
+    panel.model.setCurrentIndex(panel.model.findData("unet"))
+    panel.weights.insertItem(panel.weights.count() - 1, checkpoint, checkpoint)
+    panel.weights.setCurrentIndex(panel.weights.findData(checkpoint))
+    panel.device.setCurrentText("cpu")
+    panel.tile.setValue(128)
+    win.checkpoint = checkpoint
+    return win
+
+
+def model_alone(window):
+    """The panel's engine and loaded model, to run the same model by hand."""
+    engine = window.models_panel._engine
+    return engine, engine.load("unet", weights=window.checkpoint)
+
+
+def draw_earlier_work(window) -> None:
+    """A polygon of class 1 on the active view's slice (work the undo must give back)."""
+    from core.annotation.tools import PaintRule
+
+    window.workspace.session.polygon([(10, 2), (100, 3), (60, 6)], PaintRule(1))
+    assert window.workspace.session.labels.any()
+
+
+@pytest.mark.parametrize(("axis", "name"), [(1, "coronal"), (2, "sagittal")])
+def test_every_slice_runs_along_the_active_view_as_one_undo_step(qtbot, ct_window, axis, name):
+    from app.panels.models_panel import confidence_slice
+
+    window, panel = ct_window, ct_window.models_panel
+    ws = window.workspace
+    ws.set_view_axis(axis)
+    geometry = ws.geometry()
+    assert geometry.name == name and geometry.axes[0] == axis
+    assert ws.label_plane().shape == (DEPTH, 128)  # superior up: slices run down the rows
+    draw_earlier_work(window)
+    session = ws.session
+    before = session.labels.copy()
+    steps = len(session.history)
+
+    texts: list[str] = []
+    with qtbot.waitSignal(panel.applied, timeout=60000) as applied:
+        panel.buttons["volume"].click()
+        panel.job.progress.connect(lambda _d, _t: texts.append(panel.status.text()))
+    prediction = applied.args[0]
+    assert f"Every {name} slice: 1/128" in texts and f"Every {name} slice: 128/128" in texts
+    assert panel.progress.value() == panel.progress.maximum() == 128
+    assert panel.status.text().startswith(f"Every {name} slice: unet done on cpu")
+
+    # voxel for voxel what the model gives on each slice along that axis, run by hand
+    engine, loaded = model_alone(window)
+    image = ws.image
+    alone = [engine.predict(loaded, np.take(image, i, axis=axis)) for i in range(128)]
+    expected = np.stack([p.labels for p in alone], axis=axis)
+    labels = session.labels
+    assert labels.shape == expected.shape == (DEPTH, 128, 128)
+    assert np.array_equal(labels, expected) and np.array_equal(prediction.labels, expected)
+    assert 0.05 < float((labels == 1).mean()) < 0.95  # the model's output varies
+    axial = np.stack([engine.predict(loaded, image[z]).labels for z in range(DEPTH)])
+    assert not np.array_equal(axial, expected)  # the axis the slices are cut along matters
+    assert len(session.history) == steps + 1
+
+    # the confidence of the shown slice, in the view's order, as the model gave it
+    shown = ws.position[axis]
+    assert np.allclose(confidence_slice(prediction.confidence, ws), alone[shown].confidence)
+    assert np.allclose(panel.confidence_plane(), alone[shown].confidence)
+    ws.set_view_axis(0)  # the same run seen in the axial view: the axial cut of the volume
+    axial_cut = np.stack([p.confidence for p in alone], axis=axis)[ws.position[0]]
+    assert np.allclose(confidence_slice(prediction.confidence, ws), axial_cut)
+    panel.confidence.setChecked(True)
+    ws.set_view_axis(axis)
+
+    window.undo()
+    assert np.array_equal(session.labels, before)
+    window.redo()
+    assert np.array_equal(session.labels, expected)
+
+
+def test_run_on_item_predicts_the_coronal_slice_shown(qtbot, ct_window):
+    window, panel = ct_window, ct_window.models_panel
+    ws = window.workspace
+    ws.set_view_axis(1)
+    ws.set_position(1, 40)
+    draw_earlier_work(window)
+    session = ws.session
+    before = session.labels.copy()
+    steps = len(session.history)
+    with qtbot.waitSignal(panel.applied, timeout=60000) as applied:
+        panel.buttons["current"].click()
+    prediction = applied.args[0]
+    engine, loaded = model_alone(window)
+    alone = engine.predict(loaded, ws.image[:, 40, :])
+    assert prediction.labels.shape == (DEPTH, 128)
+    assert np.array_equal(prediction.labels, alone.labels)
+    labels = session.labels
+    assert np.array_equal(labels[:, 40, :], alone.labels)
+    changed = labels != before
+    assert changed.any() and not changed[:, :40].any() and not changed[:, 41:].any()
+    assert len(session.history) == steps + 1
+    assert np.array_equal(panel.confidence_plane(), alone.confidence)
+    ws.set_position(1, 41)
+    assert panel.confidence_plane() is None  # it belongs to slice 40 only
+    window.undo()
+    assert np.array_equal(session.labels, before)
+
+
+def test_run_on_item_lands_on_its_slice_when_the_person_moved_to_another(qtbot, ct_window):
+    window, panel = ct_window, ct_window.models_panel
+    ws = window.workspace
+    ws.set_view_axis(2)
+    ws.set_position(2, 30)
+    session = ws.session
+    before = session.labels.copy()
+    with qtbot.waitSignal(panel.applied, timeout=60000):
+        panel.buttons["current"].click()
+        ws.set_position(2, 100)  # moves on while the model runs, then to another view
+        ws.set_view_axis(0)
+    engine, loaded = model_alone(window)
+    alone = engine.predict(loaded, ws.image[:, :, 30]).labels
+    labels = session.labels
+    assert np.array_equal(labels[:, :, 30], alone) and alone.any()
+    changed = labels != before
+    assert not changed[:, :, :30].any() and not changed[:, :, 31:].any()
+    assert (session.plane, session.axes) == ((ws.position[0],), ws.geometry(0).axes)  # kept
+    window.undo()
+    assert np.array_equal(session.labels, before)
+    window.redo()
+    folder = ws.project.folder
+    window.close()  # the result was an edit of the session: it is in the saved mask
+    with Project.open(folder, read_only=True) as view:
+        (item,) = view.items()
+        assert np.array_equal(view.load_mask(item)[:, :, 30], alone)
+
+
+def test_cancel_every_slice_leaves_the_labels_unchanged(qtbot, ct_window, monkeypatch):
+    from core.inference.errors import InferenceCancelled
+
+    window, panel = ct_window, ct_window.models_panel
+    ws = window.workspace
+    ws.set_view_axis(1)
+    draw_earlier_work(window)
+    session = ws.session
+    before = session.labels.copy()
+    steps = len(session.history)
+    engine = panel._engine_for(panel.request("volume"))
+    real_predict = engine.predict
+    calls: list[int] = []
+    started = threading.Event()
+
+    def predict_then_stall(loaded, image, report=None, cancel=None, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            return real_predict(loaded, image, report=report, cancel=cancel, **kwargs)
+        started.set()  # the third slice: wait for Cancel as a long slice would
+        while not cancel.is_set():
+            time.sleep(0.01)
+        raise InferenceCancelled("Inference cancelled.")
+
+    monkeypatch.setattr(engine, "predict", predict_then_stall)
+    panel.buttons["volume"].click()
+    assert started.wait(30)
+    qtbot.waitUntil(lambda: "2/128" in panel.status.text(), timeout=5000)
+    panel.cancel.click()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=5000)
+    assert "cancelled" in panel.status.text().lower()
+    assert "coronal" in panel.status.text()
+    assert np.array_equal(session.labels, before)
+    assert len(session.history) == steps
+    assert all(button.isEnabled() for button in panel.buttons.values())
