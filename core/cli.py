@@ -9,15 +9,17 @@ Usage::
 
     segstudio-cli info PATH
     segstudio-cli project create DIR [--classes FILE.json]
-    segstudio-cli project add DIR PATH... [--no-recursive] [--series UID] [--volume N]
+    segstudio-cli project add DIR PATH... [--no-recursive] [--series UID] [--volume N] [--video]
     segstudio-cli project list DIR
-    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg --out DIR [--subset NAME] [--copy-originals]
-                         [--items done|all]
+    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg|frames --out DIR [--subset NAME]
+                         [--copy-originals] [--items done|all] [--video-frames annotated|all]
     segstudio-cli import PROJECT --format voc|index DIR
     segstudio-cli import PROJECT --format nifti FILE.nii[.gz] --item NAME
     segstudio-cli models [--task TASK] [--params] [--json]
     segstudio-cli predict --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
                           [--tile N --overlap F] INPUT... (--out DIR | --project DIR)
+    segstudio-cli flow VIDEO --method farneback|dis|lk|raft [--raft-model small|large] [--frames A:B]
+                       [--step K] --out FILE.npz [--viz DIR] [--weights FILE] [--device auto|cpu|cuda|mps]
     segstudio-cli install-desktop
 """
 
@@ -33,11 +35,12 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.cli_models import add_model_parsers
+from core.cli_video import add_video_parsers, quiet_decoder_logs
 from core.errors import SegStudioError
 
 PROG = "segstudio-cli"
 # Kept literal so --help stays fast; checked against the registries.
-FORMATS = ("voc", "index", "nifti", "dicom-seg")  # export
+FORMATS = ("voc", "index", "nifti", "dicom-seg", "frames")  # export
 IMPORT_FORMATS = ("voc", "index")  # dataset folders (core.export.IMPORT_FORMATS)
 VOLUME_IMPORT_FORMATS = ("nifti",)  # one label file into one volume item (--item)
 REPORT_HINT = "please report this with the command you ran"
@@ -107,6 +110,11 @@ def cmd_info(args: argparse.Namespace) -> int:
         with _open_project(args.path, read_only=True) as project:  # works while the GUI has it
             _print_json(project_summary(project))
         return 0
+    from core.io.video import describe_video, is_video_path
+
+    if path.is_file() and is_video_path(path):  # frames, fps, size, duration, codec
+        _print_json({"path": str(path), **describe_video(path)})
+        return 0
     from core.io import describe
 
     _print_json(describe(path))
@@ -122,9 +130,16 @@ def project_summary(project: Any) -> dict[str, Any]:
         "classes": [c.to_json() for c in project.classes()],
         "items": len(items),
         "states": dict(Counter(item.state for item in items)),
-        "with_mask": sum(1 for item in items if project.has_mask(item.id)),
+        "with_mask": sum(1 for item in items if has_labels(project, item)),
         "missing": sum(1 for item in items if item.missing),
     }
+
+
+def has_labels(project: Any, item: Any) -> bool:
+    """Whether the item has a mask, or (a video) any annotated frame."""
+    if item.kind == "video":
+        return bool(project.annotated_frames(item.id))
+    return project.has_mask(item.id)
 
 
 # -- project -----------------------------------------------------------------------------------
@@ -176,10 +191,15 @@ def _check_unique(classes: list, path: Path) -> None:
 def cmd_project_add(args: argparse.Namespace) -> int:
     from core.io.dicom import is_dicom_path
     from core.io.nifti import is_nifti_path
+    from core.io.video import is_video_path
 
     volumes = [p for p in args.paths
                if (is_nifti_path(p) and Path(p).is_file()) or is_dicom_path(p)]
-    images = [p for p in args.paths if p not in volumes]
+    videos = [p for p in args.paths if p not in volumes
+              and (is_video_path(p) or (args.video and Path(p).is_dir()))]
+    images = [p for p in args.paths if p not in volumes and p not in videos]
+    videos += _videos_in_folders(images, recursive=not args.no_recursive)
+    video_skipped: list[tuple[str, str]] = []
     with _open_project(args.dir) as project:
         volume_ids = []
         for path in volumes:
@@ -187,16 +207,44 @@ def cmd_project_add(args: argparse.Namespace) -> int:
             item = project.add_volume(path, series_uid=args.series, volume_index=args.volume)
             if item.id not in known:
                 volume_ids.append(item.id)
+        for path in videos:
+            known = {i.id for i in project.items()}
+            try:
+                item = project.add_video(path)
+            except SegStudioError as err:  # one bad clip does not stop a batch
+                video_skipped.append((str(path), str(err)))
+                continue
+            if item.id not in known:  # adding a video again returns the existing item
+                volume_ids.append(item.id)
         report = project.add_items(images, recursive=not args.no_recursive) if images else None
     if report is None:
         from core.project.items import AddReport
 
         report = AddReport()
     report.added_ids[:0] = volume_ids
+    report.skipped[:0] = video_skipped
     for path, reason in report.skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     _print_json({"added": len(report.added_ids), "skipped": len(report.skipped)})
     return 1 if report.skipped else 0
+
+
+def _videos_in_folders(paths: list[str], recursive: bool) -> list[Path]:
+    """The video files inside the folders among ``paths`` (their images are added as images)."""
+    from core.io.video import is_video_path
+
+    found: list[Path] = []
+    for text in paths:
+        folder = Path(text)
+        if not folder.is_dir():
+            continue
+        try:
+            entries = folder.glob("**/*" if recursive else "*")
+            found.extend(sorted(p for p in entries if is_video_path(p) and p.is_file()
+                                and ".segstudio" not in p.parts))
+        except OSError:
+            continue  # add_items reports the unreadable folder
+    return found
 
 
 def cmd_project_list(args: argparse.Namespace) -> int:
@@ -228,10 +276,14 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.format != "voc":
             raise CliError("--subset applies to the voc format only.")
         options["subset"] = args.subset
+    if "video_frames" in export_options(args.format):
+        options["video_frames"] = args.video_frames or "annotated"
+    elif args.video_frames is not None:
+        raise CliError(f"--video-frames applies to the frames format only, not {args.format}.")
     bar = _ProgressBar(f"export {args.format}")
     with _open_project(args.project, read_only=True) as project:  # reads only
         items = [item for item in project.items() if item.state == "done"
-                 or (args.items == "all" and project.has_mask(item.id))]
+                 or (args.items == "all" and has_labels(project, item))]
         try:
             result = export_project(project, args.format, Path(args.out).expanduser(),
                                     items=items, report=bar, **options)
@@ -312,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=PROG, description="SegStudio from the command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    info = commands.add_parser("info", help="describe an image, a folder or a project (JSON)")
+    info = commands.add_parser("info", help="describe an image, a volume, a video, a folder or "
+                                            "a project (JSON)")
     info.add_argument("path", metavar="PATH")
     info.set_defaults(handler=cmd_info)
 
@@ -324,10 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     export.add_argument("--subset", metavar="NAME", help="voc: image set name (default: default)")
     export.add_argument("--copy-originals", action="store_true",
-                        help="copy the original image files instead of converting them")
+                        help="copy the original image files instead of converting them "
+                             "(frames: also write the video frames as PNG)")
     export.add_argument("--items", choices=("done", "all"), default="all",
                         help="done: items marked done; all: those and every item with a mask "
-                             "(default)")
+                             "or an annotated video frame (default)")
+    export.add_argument("--video-frames", choices=("annotated", "all"),
+                        help="frames: write the annotated frames of each video (default), or "
+                             "all of them (frames without labels as zeros)")
     export.set_defaults(handler=cmd_export)
 
     imp = commands.add_parser("import", help="import a dataset's masks into a project")
@@ -340,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=cmd_import)
 
     add_model_parsers(commands)
+    add_video_parsers(commands)
 
     desktop = commands.add_parser("install-desktop", help="add SegStudio to the desktop menu")
     desktop.set_defaults(handler=cmd_install_desktop)
@@ -356,8 +414,9 @@ def _add_project_parser(commands: argparse._SubParsersAction) -> None:
                         help='a JSON list of {"id", "name", "color"}')
     create.set_defaults(handler=cmd_project_create)
 
-    add = actions.add_parser("add", help="add images (folders are searched) or volumes "
-                                         "(a DICOM folder/file/DICOMDIR, a .nii/.nii.gz)")
+    add = actions.add_parser("add", help="add images (folders are searched), volumes "
+                                         "(a DICOM folder/file/DICOMDIR, a .nii/.nii.gz) or "
+                                         "videos (.mp4 .avi .mov .mkv .webm .m4v)")
     add.add_argument("dir", metavar="DIR")
     add.add_argument("paths", metavar="PATH", nargs="+")
     add.add_argument("--no-recursive", action="store_true", help="do not search sub-folders")
@@ -365,6 +424,9 @@ def _add_project_parser(commands: argparse._SubParsersAction) -> None:
                      help="DICOM: the SeriesInstanceUID to add when a path holds several")
     add.add_argument("--volume", metavar="N", type=int,
                      help="NIfTI: which volume of a 4D file to add")
+    add.add_argument("--video", action="store_true",
+                     help="add each folder given as one video whose frames are its images "
+                          "(ordered by name) instead of adding the images")
     add.set_defaults(handler=cmd_project_add)
 
     listing = actions.add_parser("list", help="list the items as JSON lines")
@@ -375,6 +437,7 @@ def _add_project_parser(commands: argparse._SubParsersAction) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (see the module docstring)."""
     parser = build_parser()
+    quiet_decoder_logs()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error (2), already printed

@@ -28,8 +28,10 @@ from core.export.base import (
     ImportResult,
     Progress,
     ReportFn,
+    Skipped,
     sample_count,
 )
+from core.export.frames import export_frames, frame_sample_count
 from core.export.importing import Dataset, run_import
 from core.export.index_png import export_index, read_index_dataset
 from core.export.voc import export_voc, read_voc_dataset
@@ -46,12 +48,18 @@ EXPORT_FORMATS: dict[str, Exporter] = {
     "index": export_index,
     "nifti": export_nifti,
     "dicom-seg": export_dicom_seg_items,
+    "frames": export_frames,
 }
+# Formats that export video items (labels per frame); the others skip videos with a reason.
+VIDEO_FORMATS = frozenset({"frames"})
+NOT_FOR_VIDEOS = "a video: export its frames with the frames format"
 IMPORT_FORMATS: dict[str, DatasetReader] = {"voc": read_voc_dataset, "index": read_index_dataset}
 
 __all__ = [
     "EXPORT_FORMATS",
     "IMPORT_FORMATS",
+    "NOT_FOR_VIDEOS",
+    "VIDEO_FORMATS",
     "ExportResult",
     "ImportResult",
     "export_options",
@@ -62,8 +70,11 @@ __all__ = [
 
 
 def items_with_masks(project: Project) -> list[Item]:
-    """The items that have a mask (ever painted, imported or predicted): the default export."""
-    return [item for item in project.items() if project.has_mask(item.id)]
+    """The items that have a mask (ever painted, imported or predicted), and the videos with an
+    annotated frame: the default export."""
+    return [item for item in project.items()
+            if (project.annotated_frames(item.id) if item.kind == "video"
+                else project.has_mask(item.id))]
 
 
 def export_options(fmt: str) -> dict[str, Any]:
@@ -90,7 +101,9 @@ def export_project(
 
     Args:
         project: The open project.
-        fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index", "nifti", "dicom-seg").
+        fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index", "nifti", "dicom-seg",
+            "frames"). Video items are exported by "frames" only: the other formats skip them
+            (with the reason :data:`NOT_FOR_VIDEOS`), and "frames" skips every other item.
         out_dir: Dataset folder; created if missing.
         items: Items to export; default: :func:`items_with_masks`.
         report: Called as ``report(done, total)`` with samples (frames) written.
@@ -112,13 +125,20 @@ def export_project(
         raise ExportError(f"The {fmt} format has no option {', '.join(unknown)}; its options: "
                           f"{known}.")
     chosen = list(items) if items is not None else items_with_masks(project)
-    progress = Progress(sample_count(chosen), report, cancel)
+    videos: Skipped = []
+    if fmt in VIDEO_FORMATS:
+        total = frame_sample_count(project, chosen, options.get("video_frames", "annotated"))
+    else:
+        videos = [(item.name, NOT_FOR_VIDEOS) for item in chosen if item.kind == "video"]
+        chosen = [item for item in chosen if item.kind != "video"]
+        total = sample_count(chosen)
+    progress = Progress(total, report, cancel)
     progress.check()
     with StagedDir(out_dir) as stage:
         progress.start()
         count, skipped = exporter(project, chosen, stage, progress, **options)
         progress.check()  # a cancel during the last sample still leaves nothing behind
-    return ExportResult(stage.dest, count, skipped)
+    return ExportResult(stage.dest, count, videos + skipped)
 
 
 def import_dataset(project: Project, fmt: str, folder: str | os.PathLike, *,
