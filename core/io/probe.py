@@ -126,3 +126,19 @@ def _describe_dicom(path: Path) -> dict[str, Any]:
 # First: before plain folders, and before images (a DICOM preamble may hold a TIFF header).
 register_kind(_is_dicom, _describe_dicom, first=True)
 register_kind(_is_nifti, _describe_nifti)
+
+
+# -- videos: MP4, AVI, MOV, MKV, WebM files ----------------------------------------------------
+def _is_video(path: Path) -> bool:
+    from core.io.video import is_video_path
+
+    return path.is_file() and is_video_path(path)
+
+
+def _describe_video(path: Path) -> dict[str, Any]:
+    from core.io.video import describe_video
+
+    return {"path": str(path), **describe_video(path)}
+
+
+register_kind(_is_video, _describe_video)
