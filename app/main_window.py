@@ -10,10 +10,13 @@ from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
+    QFrame,
     QInputDialog,
     QLabel,
     QMainWindow,
     QMessageBox,
+    QScrollArea,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -21,6 +24,7 @@ from app import settings
 from app.actions import add_menu, make_action
 from app.canvas.slice_views import SliceViews
 from app.canvas.tools import ToolController
+from app.canvas.video_bar import VideoBar
 from app.canvas.viewer import ImageCanvas, default_levels
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
@@ -30,6 +34,7 @@ from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
 from app.panels.items_panel import ItemsPanel
 from app.panels.models_panel import ModelsPanel
+from app.panels.video_panel import VideoPanel
 from app.panels.volume_panel import VolumePanel, preview_mask
 from app.toolbar import ToolOptionsBar
 from app.workspace import Workspace
@@ -49,7 +54,15 @@ class MainWindow(QMainWindow):
         self.canvas = ImageCanvas()
         self.side_canvases = [ImageCanvas(), ImageCanvas()]
         self.views = SliceViews([self.canvas, *self.side_canvases])
-        self.setCentralWidget(self.views)
+        self.video_bar = VideoBar()
+        self.video_bar.hide()
+        central = QWidget()
+        column = QVBoxLayout(central)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(0)
+        column.addWidget(self.views, 1)
+        column.addWidget(self.video_bar)
+        self.setCentralWidget(central)
         self.main_axis = 0  # the cut the main canvas shows (0 axial for a typical CT)
         self._levels: tuple[float, float] | None = None  # one window for every view of an item
         self._preview = None  # the 3D panel's pending preview edit
@@ -63,6 +76,7 @@ class MainWindow(QMainWindow):
         self.volume_panel = VolumePanel(self.workspace, lambda: self.tools.class_index,
                                         visible_box=self._visible_box)
         self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
+        self.video_panel = VideoPanel(self.workspace)
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
         right = Qt.DockWidgetArea.RightDockWidgetArea
@@ -72,6 +86,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(docks[1], self._dock("Models", self.models_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Assist", self.assist_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("3D", self.volume_panel, right))
+        self.tabifyDockWidget(docks[1], self._dock("Video", self.video_panel, right))
         docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
@@ -85,7 +100,11 @@ class MainWindow(QMainWindow):
     def _dock(self, title: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(f"dock_{title.lower()}")
-        dock.setWidget(widget)
+        scroll = QScrollArea()  # a tall panel scrolls instead of forcing the window's height
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(widget)
+        dock.setWidget(scroll)
         self.addDockWidget(area, dock)
         return dock
 
@@ -102,6 +121,10 @@ class MainWindow(QMainWindow):
             ("preserve", self.options_bar.preserve.toggle),
             ("next_frame", lambda: self._step_frame(1)),
             ("previous_frame", lambda: self._step_frame(-1)),
+            ("next_frame_10", lambda: self._step_frame(10)),
+            ("previous_frame_10", lambda: self._step_frame(-10)),
+            ("play", self.video_bar.toggle_play),
+            ("accept_frame", self.accept_frame),
             ("mark_done", lambda: self.workspace.set_item_state("done")),
             ("mark_review", lambda: self.workspace.set_item_state("needs_review")),
             ("fit", self.canvas.fit), ("zoom_1to1", self.canvas.zoom_1to1),
@@ -138,7 +161,9 @@ class MainWindow(QMainWindow):
                                  a["toggle_outline"], None, a["view_three"], a["view_axis_0"],
                                  a["view_axis_1"], a["view_axis_2"]])
         add_menu(self, "&Item", [a["next_item"], a["previous_item"], a["next_frame"],
-                                 a["previous_frame"], None, a["mark_done"], a["mark_review"]])
+                                 a["previous_frame"], a["next_frame_10"], a["previous_frame_10"],
+                                 a["play"], None, a["mark_done"], a["mark_review"],
+                                 a["accept_frame"]])
         add_menu(self, "&Help", [a["help"]])
 
     def _connect(self) -> None:
@@ -170,6 +195,9 @@ class MainWindow(QMainWindow):
         self.views.panes[0].axis_requested.connect(
             lambda axis: self._guard(lambda: self.set_main_axis(axis)))
         self.volume_panel.preview_changed.connect(self._set_preview)
+        self.video_bar.frame_requested.connect(self._go_to_frame)
+        self.video_panel.overlay_ready.connect(self._show_flow)
+        self.video_panel.propagated.connect(self._on_propagated)
         self.models_panel.applied.connect(self._on_prediction)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
@@ -269,6 +297,17 @@ class MainWindow(QMainWindow):
             three.setChecked(False)  # toggles the layout back to one view
         self.views.panes[0].set_choices(
             [g.name.capitalize() if volume else g.name for g in ws.geometries], 0)
+        video = item.kind == "video"
+        self.video_bar.setVisible(video)
+        self.video_panel.reset()
+        self.canvas.set_flow_image(None)
+        self.canvas.set_vectors(None)
+        if video:
+            self.video_bar.set_video(item.frames, float(item.extra.get("fps") or 25.0))
+            self._refresh_markers()
+            self.video_panel.frame_shown(0)
+        else:
+            self.video_bar.stop()
         for pane in self.views.panes:
             pane.canvas.set_window_level_drag(volume)  # radiology habit
             pane.canvas.set_slice_scrolling(stacked)
@@ -357,6 +396,11 @@ class MainWindow(QMainWindow):
                 canvas.set_crosshair(ws.position[geometry.axes[2]], ws.position[geometry.axes[1]])
 
     def _on_position(self, axis: int) -> None:
+        if self._is_video():
+            self._show_plane()
+            self.video_bar.show_frame(self.workspace.frame)
+            self.video_panel.frame_shown(self.workspace.frame)
+            return
         self._show_plane(axis=axis)
         if axis == self.main_axis:
             self.display_panel.show_frame(self.workspace.position[axis])
@@ -417,6 +461,8 @@ class MainWindow(QMainWindow):
 
     def _on_edited(self, _edit) -> None:
         """Another view may show the voxels just changed: redraw the views not drawn yet."""
+        if self._is_video():
+            self._refresh_markers()
         for canvas, _axis in self.view_axes():
             if canvas is not self.tools.canvas:
                 canvas.refresh_labels()
@@ -430,6 +476,8 @@ class MainWindow(QMainWindow):
 
     def _preview_mask(self, axis: int | None):
         ws = self.workspace
+        if self._is_video():  # a propagated frame: the pixels whose flow failed the check
+            return self.video_panel.unreliable_mask(ws.frame)
         if self._preview is None or axis is None or ws.session is None:
             return None
         return preview_mask(self._preview, ws.session.labels.shape, ws.geometry(axis),
@@ -458,19 +506,23 @@ class MainWindow(QMainWindow):
         self._update_title()
 
     def _show_confidence(self) -> None:
-        """The last prediction's confidence, when asked for and it belongs to what is shown."""
+        """The last prediction's confidence, when asked for and it belongs to what is shown: a
+        run over every slice in every view, a run on one slice in the view it was made in."""
+        ws = self.workspace
         prediction = self.models_panel.last_prediction
-        confidence = None if prediction is None else prediction.confidence
+        wanted = self.models_panel.confidence.isChecked() and prediction is not None \
+            and prediction.confidence is not None
+        whole = wanted and prediction.confidence.ndim == 3 and ws.session is not None \
+            and prediction.confidence.shape == ws.session.labels.shape
+        active = self.axis_of(self.tools.canvas)
         for canvas, axis in self.view_axes():
-            labels = self.workspace.label_plane(axis)
-            shown = confidence
-            if shown is not None and shown.ndim == 3 and axis is not None:  # every slice run
-                geometry = self.workspace.geometry(axis)
-                shown = shown.transpose(geometry.axes)[self.workspace.position[axis]] \
-                    if shown.shape == self.workspace.session.labels.shape else None
-            show = (self.models_panel.confidence.isChecked() and shown is not None
-                    and labels is not None and shown.shape == labels.shape)
-            canvas.set_confidence(shown if show else None)
+            shown = None
+            if whole and axis is not None:
+                geometry = ws.geometry(axis)
+                shown = prediction.confidence.transpose(geometry.axes)[ws.position[axis]]
+            elif wanted and axis == active:
+                shown = self.models_panel.confidence_plane()
+            canvas.set_confidence(shown)
 
     def _on_classes_changed(self) -> None:
         for pane in self.views.panes:
@@ -509,7 +561,10 @@ class MainWindow(QMainWindow):
         self.workspace.set_position(self.main_axis, frame)
 
     def _step_frame(self, delta: int) -> None:
-        """Next/previous slice of the view the person works in."""
+        """Next/previous slice of the view the person works in (frame of a video)."""
+        if self._is_video():
+            self.video_bar.step(delta)
+            return
         axis = self.axis_of(self.tools.canvas)
         if axis is not None:
             self._move_slice(self.tools.canvas, self.workspace.position[axis] + delta)
@@ -536,6 +591,47 @@ class MainWindow(QMainWindow):
             voxel[geometry.axes[1]], voxel[geometry.axes[2]] = iy, ix
             where = f"x {voxel[2]}  y {voxel[1]}  z {voxel[0]}"
         self.cursor_label.setText(f"{where}{shown}  label {label} ({name})")
+
+    # -- video ------------------------------------------------------------------------------------------
+    def _is_video(self) -> bool:
+        item = self.workspace.item
+        return item is not None and item.kind == "video"
+
+    def _go_to_frame(self, frame: int) -> None:
+        self.tools.finish_pending()
+        self.workspace.set_position(0, frame)
+
+    def _show_flow(self, overlay) -> None:
+        """Draw the Video panel's flow picture, arrows and tracks over the shown frame."""
+        if not self._is_video() or overlay.frame != self.workspace.frame:
+            return
+        self.canvas.set_flow_image(overlay.image, overlay.opacity)
+        self.canvas.set_vectors(overlay.arrows, overlay.tracks)
+
+    def _on_propagated(self, frames) -> None:
+        self._refresh_markers()
+        self._show_plane()  # the shown frame may be one of them, and its hatching changes
+        self._update_title()
+
+    def _refresh_markers(self) -> None:
+        """The marker strip: which frames have labels, drawn or propagated (and how reliable)."""
+        ws = self.workspace
+        if ws.project is not None and self._is_video():
+            info = ws.project.frame_info(ws.item.id)
+            self.video_bar.set_markers(info)
+
+    def accept_frame(self) -> None:
+        """Mark the current video frame's labels as reviewed by the person."""
+        session = self.workspace.session
+        if not self._is_video() or session is None:
+            raise SegStudioError("Accepting a frame is for videos: open one first.")
+        self.tools.finish_pending()
+        session.checkpoint()  # the labels the person accepted are on disk
+        session.set_frame_state("reviewed")
+        self.video_panel.unreliable.pop(self.workspace.frame, None)
+        self.canvas.set_preview(None)
+        self._refresh_markers()
+        self.statusBar().showMessage(f"Frame {self.workspace.frame + 1} accepted.", 3000)
 
     def _update_title(self) -> None:
         ws = self.workspace
@@ -603,6 +699,8 @@ class MainWindow(QMainWindow):
         self.tools.finish_pending()
         self.models_panel.shutdown()
         self.assist_panel.shutdown()
+        self.video_panel.shutdown()
+        self.video_bar.stop()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
             if dialog is not None:
                 dialog.close()  # cancels and waits: never destroy a worker thread that runs

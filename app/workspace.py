@@ -7,6 +7,7 @@ signals. It holds no widgets.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from core.project.items import AddReport, Item
 from core.project.store import Project, is_project
 
 AUTO_PROJECT_DIR = ".segstudio"
+FRAME_SESSION_BYTES = 256 * 2**20  # labels + undo of a video's recently visited frames
 
 
 def project_folder_for(paths: list[Path]) -> Path:
@@ -56,6 +58,10 @@ class Workspace(QObject):
         self.view_axis = 0  # the axis of the view the person edits in (the session's view)
         self.geometries: tuple[SliceGeometry, ...] = ()  # 3 for a volume or stack, else ()
         self.modality = ""  # of the open volume ("CT": values are Hounsfield units)
+        # A video: its reader, and one edit session per visited frame (each frame has its own
+        # labels and undo history), the least recently used saved and dropped past a budget.
+        self.video = None
+        self._frame_sessions: OrderedDict[int, EditSession] = OrderedDict()
         # Asks the person to pick one of several options (series of a DICOM folder, volumes of
         # a 4D NIfTI): (question, options) -> index or None. The window sets it; None refuses.
         self.chooser: Callable[[str, list[str]], int | None] | None = None
@@ -91,14 +97,22 @@ class Workspace(QObject):
         return self.add_paths(paths)
 
     def add_paths(self, paths: list[str | os.PathLike]) -> AddReport:
-        """Add images and volumes (DICOM folders/files, NIfTI); bad ones land in the report."""
+        """Add images, volumes (DICOM folders/files, NIfTI) and videos; bad ones land in the
+        report."""
         from core.io.dicom import is_dicom_path
         from core.io.nifti import is_nifti_path
+        from core.io.video import is_video_path
 
         project = self._require_project()
-        volumes = [p for p in paths if is_nifti_path(p) or is_dicom_path(p)]
-        images = [p for p in paths if p not in volumes]
+        videos = [p for p in paths if Path(p).is_file() and is_video_path(p)]
+        volumes = [p for p in paths if p not in videos and (is_nifti_path(p) or is_dicom_path(p))]
+        images = [p for p in paths if p not in volumes and p not in videos]
         report = project.add_items(images) if images else AddReport()
+        for path in videos:
+            try:
+                report.added_ids.append(project.add_video(path).id)
+            except SegStudioError as err:
+                report.skipped.append((str(path), str(err)))
         for path in volumes:
             try:
                 report.added_ids.append(self._add_volume(project, path).id)
@@ -151,9 +165,11 @@ class Workspace(QObject):
         Raises StorageFullError when the disk refuses the checkpoint, unless ``force`` (the user
         chose to quit anyway).
         """
-        if self.session is not None and not force:
-            self.session.close()
+        if not force:
+            self._close_sessions()
         self.session = None
+        self._frame_sessions.clear()
+        self._close_video()
         if self.project is not None:
             self.project.close()
         self.project, self.items, self.index, self.image = None, [], -1, None
@@ -173,12 +189,15 @@ class Workspace(QObject):
         """Checkpoint the current item, then load item ``index`` (image and labels)."""
         if not 0 <= index < len(self.items) or self.project is None:
             return
-        if self.session is not None:
-            self.session.checkpoint()
+        self._close_sessions()
+        self._close_video()
         item = self.items[index]
+        self.index = index
+        if item.kind == "video":
+            self._open_video(item)
+            return
         self.image, self.image_error, volume = _load_image_or_placeholder(item)
         self.session = EditSession(self.project, item)
-        self.index = index
         self.geometries = _geometries(self.session.labels.shape, volume)
         self.modality = volume.modality if volume is not None else ""
         # a volume opens in its middle, where the anatomy is; a stack on its first page
@@ -190,9 +209,71 @@ class Workspace(QObject):
 
     def suspend(self) -> None:
         """Save and drop the open item's session (before something else writes its mask)."""
-        if self.session is not None:
-            self.session.close()
+        self._close_sessions()
         self.session = None
+
+    def _close_sessions(self) -> None:
+        """Checkpoint and drop every open session (the item's, or a video's frames')."""
+        sessions = list(self._frame_sessions.values()) or \
+            ([self.session] if self.session is not None else [])
+        self._frame_sessions.clear()
+        for session in sessions:
+            session.close()  # StorageFullError propagates: the caller decides
+
+    # -- videos ----------------------------------------------------------------------------------------
+    def _open_video(self, item: Item) -> None:
+        from core.io.video import open_video
+
+        self.geometries, self.modality, self.view_axis = (), "", 0
+        self.position = [0, 0, 0]
+        self.image_error = None
+        if item.source is None:
+            self.image_error = f"The video {item.name} is missing ({item.abs_path})."
+        else:
+            try:
+                self.video = open_video(item.source)
+            except SegStudioError as err:
+                self.image_error = str(err)
+        self._show_video_frame(0)
+        self.item_opened.emit()
+
+    def _show_video_frame(self, frame: int) -> None:
+        self.position[0] = frame
+        self.session = self.frame_session(frame)
+        self.image = None
+        if self.video is not None:
+            try:
+                self.image = self.video.frame(frame)
+            except SegStudioError as err:
+                self.image_error = str(err)
+        if self.image is None:
+            self.image = np.full(self.item.mask_shape, 64, np.uint8)
+
+    def frame_session(self, frame: int) -> EditSession:
+        """The edit session of video frame ``frame`` (kept while recently used)."""
+        session = self._frame_sessions.get(frame)
+        if session is None:
+            session = EditSession(self._require_project(), self.item, frame=frame)
+            self._frame_sessions[frame] = session
+            self._trim_frame_sessions(keep=frame)
+        self._frame_sessions.move_to_end(frame)
+        return session
+
+    def _trim_frame_sessions(self, keep: int) -> None:
+        budget = FRAME_SESSION_BYTES
+        while len(self._frame_sessions) > 1 and sum(
+                s.labels.nbytes + s.history.nbytes for s in self._frame_sessions.values()) > budget:
+            frame, oldest = next(iter(self._frame_sessions.items()))
+            if frame == keep:
+                self._frame_sessions.move_to_end(frame)
+                continue
+            oldest.close()  # saved before it is dropped: its undo history goes with it
+            del self._frame_sessions[frame]
+
+    def _close_video(self) -> None:
+        if self.video is not None:
+            self.video.close()
+        self.video = None
 
     def resume(self) -> None:
         """Reload classes, items and the current item after :meth:`suspend`."""
@@ -217,6 +298,15 @@ class Workspace(QObject):
 
     def set_position(self, axis: int, index: int) -> None:
         """Move the 3-D cursor along ``axis``: views cutting along it show slice ``index``."""
+        if self.item is not None and self.item.kind == "video" and axis == 0:
+            index = min(max(int(index), 0), self.item.frames - 1)
+            if index != self.position[0] and self.session is not None:
+                if self.session.stroke_active:
+                    self.session.end_stroke()
+                self._show_video_frame(index)
+                self.position_changed.emit(0)
+                self.frame_changed.emit(index)
+            return
         if self.session is None or not self.geometries:
             return
         index = min(max(int(index), 0), self.session.labels.shape[axis] - 1)
@@ -327,7 +417,10 @@ class Workspace(QObject):
         if self.session is not None:
             self.session.checkpoint()
         changed = project.delete_class(index, replacement)
-        if self.session is not None:
+        if self.session is not None and self.session.frame is not None:
+            self._frame_sessions.clear()  # their labels were remapped on disk: reload
+            self.session = self.frame_session(self.position[0])
+        elif self.session is not None:
             self.session = EditSession(project, self.session.item)
             self._sync_view()
         self.classes_changed.emit()

@@ -133,6 +133,10 @@ def predict_items(engine, loaded, project, items, *, include_done: bool = False,
 
 
 def _skip_reason(item, include_done: bool) -> str | None:
+    if item.kind == "video":
+        return "a video: open it and run the model on its frames"
+    if item.kind == "volume":
+        return "a volume: open it and run the model on every slice"
     if item.missing:
         return "the source image is missing"
     if item.state == "done" and not include_done:

@@ -26,6 +26,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen
 from PySide6.QtWidgets import (
     QGraphicsItem,
+    QGraphicsPathItem,
     QLabel,
     QStyleOptionGraphicsItem,
     QVBoxLayout,
@@ -233,6 +234,13 @@ class ImageCanvas(QWidget):
         # What a tool would do if accepted (e.g. interpolated slices), drawn over the labels.
         self.preview_item = pg.ImageItem(axisOrder="row-major")
         self.preview_item.setVisible(False)
+        # Optical flow: a colour-coded or magnitude image, and vectors (arrows, point tracks).
+        self.flow_item = pg.ImageItem(axisOrder="row-major")
+        self.flow_item.setVisible(False)
+        self.vector_item = QGraphicsPathItem()
+        self.vector_item.setPen(_cosmetic_pen(QColor(255, 255, 255, 230), 1.2))
+        self.vector_item.setZValue(8)
+        self.vector_item.setVisible(False)
         self.brush_cursor = BrushCursorItem()
         self.polygon_preview = PolygonPreviewItem()
         # The linked 3-D cursor of the other views: where their slices cut this one.
@@ -243,8 +251,9 @@ class ImageCanvas(QWidget):
             line.setZValue(9)
             line.setVisible(False)
             self.view_box.addItem(line, ignoreBounds=True)
-        for z, item in enumerate((self.image_item, self.overlay, self.confidence_item,
-                                  self.preview_item)):
+        self.view_box.addItem(self.vector_item, ignoreBounds=True)
+        for z, item in enumerate((self.image_item, self.flow_item, self.overlay,
+                                  self.confidence_item, self.preview_item)):
             item.setPos(-0.5, -0.5)  # pixel centres on integer view coordinates
             item.setZValue(z)
             self.view_box.addItem(item)
@@ -358,6 +367,56 @@ class ImageCanvas(QWidget):
         rgba[stripes] = (255, 255, 255, 220)
         self.preview_item.setImage(rgba, autoLevels=False, levels=(0, 255))
         self.preview_item.setVisible(True)
+
+    def set_flow_image(self, rgba: np.ndarray | None, opacity: float = 0.7) -> None:
+        """Show an (H, W, 3|4) uint8 picture of the flow (colour wheel, magnitude) over the
+        image and under the labels; None hides it."""
+        if rgba is None:
+            self.flow_item.clear()
+            self.flow_item.setVisible(False)
+            return
+        self.flow_item.setImage(np.asarray(rgba), autoLevels=False, levels=(0, 255))
+        self.flow_item.setOpacity(float(opacity))
+        self.flow_item.setVisible(True)
+
+    def flow_visible(self) -> bool:
+        return self.flow_item.isVisible()
+
+    def set_vectors(self, segments: np.ndarray | None = None,
+                    polylines: Sequence[np.ndarray] = (),
+                    color: tuple[int, int, int] = (255, 255, 255), head: float = 0.3) -> None:
+        """Draw arrows ``segments`` ((N, 4): x0, y0, x1, y1 in image coordinates, each with a
+        head of ``head`` times its length) and open ``polylines`` ((T, 2) points; NaN rows end
+        a piece), e.g. point tracks over several frames. Nothing to draw hides the item."""
+        path = QPainterPath()
+        if segments is not None:
+            for x0, y0, x1, y1 in np.asarray(segments, np.float64).reshape(-1, 4):
+                path.moveTo(x0, y0)
+                path.lineTo(x1, y1)
+                dx, dy = x1 - x0, y1 - y0
+                if dx or dy:  # two barbs at the tip, at +-30 degrees from the shaft
+                    for angle in (math.radians(150), math.radians(-150)):
+                        c, s_ = math.cos(angle), math.sin(angle)
+                        path.moveTo(x1, y1)
+                        path.lineTo(x1 + head * (c * dx - s_ * dy), y1 + head * (s_ * dx + c * dy))
+        for line in polylines:
+            pen_down = False
+            for x, y in np.asarray(line, np.float64).reshape(-1, 2):
+                if not (math.isfinite(x) and math.isfinite(y)):
+                    pen_down = False
+                elif pen_down:
+                    path.lineTo(x, y)
+                else:
+                    path.moveTo(x, y)
+                    pen_down = True
+        pen = self.vector_item.pen()
+        pen.setColor(QColor(*color, 230))
+        self.vector_item.setPen(pen)
+        self.vector_item.setPath(path)
+        self.vector_item.setVisible(not path.isEmpty())
+
+    def vectors_visible(self) -> bool:
+        return self.vector_item.isVisible()
 
     def preview_visible(self) -> bool:
         return self.preview_item.isVisible()

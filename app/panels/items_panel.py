@@ -35,7 +35,8 @@ class ItemsPanel(QWidget):
             mark = STATE_MARKS.get(item.state, "?")
             text = f"{mark} {item.name}"
             if item.frames > 1:
-                text += f"  ({item.frames} {'slices' if item.kind == 'volume' else 'pages'})"
+                noun = {"volume": "slices", "video": "frames"}.get(item.kind, "pages")
+                text += f"  ({item.frames} {noun})"
             row = QListWidgetItem(text)
             row.setToolTip(f"{item.path}\nstate: {item.state.replace('_', ' ')}")
             if item.missing:

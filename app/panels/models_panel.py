@@ -57,6 +57,7 @@ class RunRequest:
     plane: tuple[int, ...] = ()
     axes: tuple[int, ...] = ()
     view: str = ""  # "volume": the name of the view cut ("axial", "coronal", "XZ"...)
+    frame: int | None = None  # a video: the frame the result belongs to
     # The pixels to predict, captured from the workspace (the shown slice for "current", the
     # whole (Z, Y, X[, C]) array for "volume"); None for a batch, which reads its items itself.
     image: np.ndarray | None = field(default=None, compare=False, repr=False)
@@ -196,7 +197,8 @@ class ModelsPanel(QWidget):
             if ws.image_error:
                 raise SegStudioError(ws.image_error)
             if scope == "current":  # the slice the active view shows, already transposed
-                where = dict(plane=session.plane, axes=session.axes, image=ws.image_plane())
+                where = dict(plane=session.plane, axes=session.axes, image=ws.image_plane(),
+                             frame=session.frame)
             else:
                 geometry = ws.geometry()
                 axes = geometry.axes if geometry is not None else (0, 1, 2)
@@ -219,7 +221,8 @@ class ModelsPanel(QWidget):
                 raise SegStudioError("Open a project first.")
             if scope in ("current", "volume") and request.item_id is None:
                 raise SegStudioError("Open an item first.")
-            if scope == "volume" and self.workspace.item.frames <= 1:
+            if scope == "volume" and (self.workspace.item.frames <= 1
+                                      or self.workspace.item.kind == "video"):
                 raise SegStudioError("Every slice: open a volume or a stack.")
             if scope == "all" and not self._confirm_overwrite():
                 return
@@ -303,6 +306,9 @@ class ModelsPanel(QWidget):
         session = ws.session
         self.workspace.ensure_classes(prediction.classes, prediction.labels)
         whole = request.scope == "volume"
+        if session is not None and session.item.id == request.item_id \
+                and session.frame != request.frame:  # a video: the person went to another frame
+            session = ws.frame_session(request.frame)
         if session is None or session.item.id != request.item_id:
             self._write_elsewhere(request, prediction.labels)  # the person opened another item
         elif whole or (session.plane, session.axes) == (request.plane, request.axes):
@@ -327,7 +333,13 @@ class ModelsPanel(QWidget):
         from core.annotation.tools import replace_labels
 
         project = self.workspace.project
-        current = project.load_mask(request.item_id)
+        current = project.load_mask(request.item_id, request.frame)
+        if request.frame is not None:
+            edit = replace_labels(current, labels)
+            if edit is not None:
+                project.append_edit(request.item_id, edit, frame=request.frame)
+                project.set_frame_info(request.item_id, request.frame, "annotated")
+            return
         if request.scope == "volume" or not request.axes:
             edit = replace_labels(current, labels, () if request.scope == "volume"
                                   else request.plane)
@@ -346,8 +358,8 @@ class ModelsPanel(QWidget):
         if prediction is None or request is None or session is None \
                 or session.item.id != request.item_id:
             return None
-        if request.scope == "current" and \
-                (session.plane, session.axes) != (request.plane, request.axes):
+        if request.scope == "current" and (session.plane, session.axes, session.frame) != \
+                (request.plane, request.axes, request.frame):
             return None
         return confidence_slice(prediction.confidence, self.workspace)
 

@@ -33,6 +33,11 @@ class History:
     def can_redo(self) -> bool:
         return bool(self._redo)
 
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the undo steps."""
+        return self._bytes
+
     def __len__(self) -> int:
         return len(self._undo)
 

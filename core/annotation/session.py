@@ -42,12 +42,19 @@ class EditSession:
         project: The project the item belongs to.
         item: The item to edit.
         max_undo: Undo steps kept.
+        frame: For a video, the frame whose labels are edited (each frame has its own
+            session, labels, journal and undo history).
     """
 
-    def __init__(self, project: Project, item: Item, max_undo: int = 500) -> None:
+    def __init__(self, project: Project, item: Item, max_undo: int = 500,
+                 frame: int | None = None) -> None:
         self.project = project
         self.item = item
-        self.labels = project.load_mask(item)
+        self.frame = frame
+        self.labels = project.load_mask(item, frame)
+        # what the frame's labels are ("annotated", "propagated", "reviewed"); None: no video
+        self.frame_state = None if frame is None else \
+            getattr(project.frame_info(item.id).get(frame), "state", None)
         self.history = History(max_steps=max_undo)
         # The 2D slice the tools edit: ``plane`` indexes the leading axes of
         # ``labels.transpose(axes)`` (identity axes: the leading axes of ``labels``). A volume
@@ -58,7 +65,7 @@ class EditSession:
         self._last_point: Point | None = None
         self._unsaved: list[Edit] = []
         # edited since the last checkpoint (a journal left by a crash counts: fold it in)
-        self._dirty = project.journal_length(item.id) > 0
+        self._dirty = project.journal_length(item.id, frame) > 0
 
     # -- the slice being edited ------------------------------------------------------------------------
     def set_view(self, plane: tuple[int, ...], axes: tuple[int, ...] | None = None) -> None:
@@ -229,26 +236,36 @@ class EditSession:
         if self.item.state == "new":
             self.project.set_state(self.item.id, "in_progress")
             self.item = self.project.item(self.item.id)
+        if self.frame is not None and self.frame_state != "annotated":
+            self.set_frame_state("annotated")  # the person drew or corrected this frame
+
+    def set_frame_state(self, state: str, reliability: float | None = None) -> None:
+        """Record what this video frame's labels are (e.g. "propagated" with its reliability)."""
+        if self.frame is None:
+            raise ValueError("only a video frame's session has a frame state")
+        self.project.set_frame_info(self.item.id, self.frame, state, reliability)
+        self.frame_state = state
 
     def _journal(self, edit: Edit) -> None:
         """Persist ``edit`` (and any earlier refused ones), in order; raise if the disk refuses."""
         self._unsaved.append(edit)
         self._dirty = True
         self.flush()
-        if self.project.journal_length(self.item.id) >= CHECKPOINT_EVERY:
+        if self.project.journal_length(self.item.id, self.frame) >= CHECKPOINT_EVERY:
             self.checkpoint()
 
     def flush(self) -> None:
         """Write the queued edits; on a full disk keep them queued and raise StorageFullError."""
         while self._unsaved:
-            self.project.append_edit(self.item.id, self._unsaved[0])  # StorageFullError: kept
+            self.project.append_edit(self.item.id, self._unsaved[0],  # StorageFullError: kept
+                                     frame=self.frame)
             self._unsaved.pop(0)
 
     def checkpoint(self) -> None:
         """Fold the journal into the stored mask (when switching items, closing, periodically)."""
         self.flush()
         if self._dirty:  # an item only looked at gets no mask (and is not exported)
-            self.project.save_mask(self.item.id, self.labels)
+            self.project.save_mask(self.item.id, self.labels, self.frame)
             self._dirty = False
 
     def close(self) -> None:

@@ -34,6 +34,9 @@ def load_item_pixels(item: Any) -> np.ndarray:
     """The pixels to display for ``item``: the image array, or the (Z, Y, X) volume array."""
     if item.kind == "volume":
         return load_item_volume(item).array
+    if item.kind == "video":
+        raise SegStudioError(f"{item.name} is a video: read its frames one at a time "
+                             "(core.io.video.open_video).")
     from core.io import load_image
 
     if item.source is None:

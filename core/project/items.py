@@ -11,6 +11,18 @@ from pathlib import Path
 from core.errors import SegStudioError
 
 ITEM_STATES = ("new", "in_progress", "done", "needs_review")
+# What a video frame's labels are: drawn (or corrected) by the person, carried along the
+# optical flow and not looked at yet, or propagated and then accepted by the person.
+FRAME_STATES = ("annotated", "propagated", "reviewed")
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """One annotated video frame: its state and, when propagated, the share of its propagated
+    pixels whose flow passed the forward-backward check (1.0 = fully reliable)."""
+
+    state: str
+    reliability: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,10 @@ class Item:
 
     @property
     def mask_shape(self) -> tuple[int, ...]:
+        """Shape of the label array: (frames, H, W) for stacks and volumes; (H, W) for images
+        and for *one frame* of a video (a video stores a mask per annotated frame)."""
+        if self.kind == "video":
+            return (self.height, self.width)
         if self.frames > 1 or self.kind == "volume":
             return (self.frames, self.height, self.width)
         return (self.height, self.width)
@@ -236,3 +252,40 @@ def plan_volume(folder: Path, path: str | os.PathLike, existing: list[Item], *,
     name = _unique_name(stem or "volume", {i.name for i in existing})
     return None, (name, stored_path(folder, source), str(source), "volume", height, width,
                   frames, json.dumps(extra))
+
+
+def plan_video(folder: Path, path: str | os.PathLike,
+               existing: list[Item]) -> tuple[Item | None, tuple | None]:
+    """Plan one video item from a video file or a folder of frames (the container is opened
+    and its frame count verified, nothing decoded in full).
+
+    Returns ``(existing_item, None)`` for a video added before, else ``(None, row)`` with
+    row = (name, path, abs_path, "video", height, width, frames, extra).
+    """
+    from core.io.video import describe_video
+
+    source = _normalized(Path(path))
+    if not source.exists():
+        raise SegStudioError(f"'{path}' does not exist.")
+    for item in existing:
+        if item.kind == "video" and _normalized(Path(item.abs_path)) == source:
+            return item, None
+    info = describe_video(source)
+    extra = {"fps": float(info["fps"]), "codec": info.get("codec", ""),
+             "warnings": list(info.get("warnings", []))}
+    name = _unique_name(source.stem if source.is_file() else source.name or "video",
+                        {i.name for i in existing})
+    return None, (name, stored_path(folder, source), str(source), "video", int(info["height"]),
+                  int(info["width"]), int(info["frames"]), json.dumps(extra))
+
+
+def check_frame(item: Item, frame: int | None) -> None:
+    """A video's labels are per frame: ``frame`` is required for one and refused otherwise."""
+    if item.kind == "video":
+        if frame is None:
+            raise SegStudioError(f"{item.name} is a video: its labels are stored per frame.")
+        if not 0 <= frame < item.frames:
+            raise SegStudioError(f"{item.name} has frames 0-{item.frames - 1}; there is no "
+                                 f"frame {frame}.")
+    elif frame is not None:
+        raise SegStudioError(f"{item.name} is not a video: it has no per-frame labels.")

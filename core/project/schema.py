@@ -10,7 +10,7 @@ import sqlite3
 
 from core.errors import SchemaTooNewError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,8 +48,38 @@ CREATE TABLE journal (
 CREATE INDEX journal_item ON journal(item_id, seq);
 """
 
+# Version 2: videos keep one mask per annotated frame (a 10-minute video has 18,000 frames:
+# one array for all of them would not fit in memory), with the frame's own journal, and what
+# each frame's labels are (drawn by the person, propagated along the optical flow, reviewed).
+_V2 = """
+CREATE TABLE frame_masks (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    frame INTEGER NOT NULL,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (item_id, frame)
+);
+CREATE TABLE frame_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    frame INTEGER NOT NULL,
+    header TEXT NOT NULL,
+    changed BLOB NOT NULL,
+    vals BLOB NOT NULL
+);
+CREATE INDEX frame_journal_item ON frame_journal(item_id, frame, seq);
+CREATE TABLE frame_info (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    frame INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    reliability REAL,
+    PRIMARY KEY (item_id, frame)
+);
+"""
+
 # Migration i is the SQL that turns a database of version i into version i + 1.
-MIGRATIONS: dict[int, str] = {0: _V1}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
 
 
 def check_version(db: sqlite3.Connection, folder: str) -> int:

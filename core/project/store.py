@@ -25,11 +25,15 @@ from core.annotation.classes import LabelClass, default_classes
 from core.annotation.edits import Edit
 from core.errors import ProjectError, StorageFullError
 from core.project.items import (
+    FRAME_STATES,
     ITEM_STATES,
     AddReport,
+    FrameInfo,
     Item,
+    check_frame,
     item_from_row,
     plan_new_items,
+    plan_video,
     plan_volume,
 )
 from core.project.lock import ProjectLock
@@ -237,6 +241,18 @@ class Project:
                 labels[labels == index] = replacement
                 self._store_mask_locked(db, item.id, labels)
                 changed_items += 1
+            for item in self.items():
+                changed_frames = 0
+                for frame in self.annotated_frames(item.id) if item.kind == "video" else []:
+                    labels = self._load_mask_locked(item, frame)
+                    if labels is None or not (labels == index).any():
+                        continue
+                    if replacement > np.iinfo(labels.dtype).max:
+                        labels = labels.astype(np.uint16)
+                    labels[labels == index] = replacement
+                    self._store_mask_locked(db, item.id, labels, frame)
+                    changed_frames += 1
+                changed_items += changed_frames > 0
             db.execute("DELETE FROM classes WHERE idx = ?", (index,))
         return changed_items
 
@@ -292,6 +308,22 @@ class Project:
             )
         return self.item(int(cur.lastrowid))
 
+    def add_video(self, path: str | os.PathLike) -> Item:
+        """Add a video file (mp4/avi/mov/mkv/webm) or a folder of frames as one item; adding
+        the same path again returns the existing item."""
+        existing = self.items()
+        found, row = plan_video(self.folder, path, existing)
+        if found is not None:
+            return found
+        with self._write() as db:
+            start = max((i.position for i in existing), default=-1) + 1
+            cur = db.execute(
+                "INSERT INTO items (name, path, abs_path, kind, height, width, frames, extra, "
+                "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, start),
+            )
+        return self.item(int(cur.lastrowid))
+
     def set_state(self, item_id: int, state: str) -> None:
         if state not in ITEM_STATES:
             raise ProjectError(f"Unknown item state {state!r}; use one of {', '.join(ITEM_STATES)}.")
@@ -303,67 +335,129 @@ class Project:
             db.execute("DELETE FROM items WHERE id = ?", (item_id,))
 
     # -- masks -----------------------------------------------------------------------------------
-    def load_mask(self, item: Item | int) -> np.ndarray:
-        """The item's current label array (checkpoint + journal), zeros if never edited."""
+    # An image, stack or volume has one mask (table masks + journal). A video has one mask per
+    # annotated frame (frame_masks + frame_journal, keyed by frame): pass ``frame``.
+    def load_mask(self, item: Item | int, frame: int | None = None) -> np.ndarray:
+        """The item's (or one video frame's) current labels (checkpoint + journal), zeros if
+        never edited."""
         item = self.item(item) if isinstance(item, int) else item
+        check_frame(item, frame)
         with self._mutex, self._reading():
-            labels = self._load_mask_locked(item)
+            labels = self._load_mask_locked(item, frame)
         return labels if labels is not None else np.zeros(item.mask_shape, np.uint8)
 
-    def has_mask(self, item_id: int) -> bool:
+    def has_mask(self, item_id: int, frame: int | None = None) -> bool:
+        """Whether the item (or the video frame) has labels stored. A video's frames count only
+        when ``frame`` is given: see :meth:`annotated_frames`."""
+        masks, journal, key = self._tables(frame)
+        args = (item_id,) if frame is None else (item_id, frame)
         rows = self._read(
-            "SELECT (SELECT COUNT(*) FROM masks WHERE item_id = ?) "
-            "+ (SELECT COUNT(*) FROM journal WHERE item_id = ?)",
-            (item_id, item_id),
+            f"SELECT (SELECT COUNT(*) FROM {masks} WHERE {key}) "
+            f"+ (SELECT COUNT(*) FROM {journal} WHERE {key})",
+            args + args,
         )
         return rows[0][0] > 0
 
-    def append_edit(self, item_id: int, edit: Edit, dtype: np.dtype | None = None) -> None:
+    def annotated_frames(self, item_id: int) -> list[int]:
+        """The frames of a video that have labels stored, ascending."""
+        rows = self._read(
+            "SELECT frame FROM frame_masks WHERE item_id = ? UNION "
+            "SELECT frame FROM frame_journal WHERE item_id = ? ORDER BY frame",
+            (item_id, item_id),
+        )
+        return [int(r[0]) for r in rows]
+
+    def append_edit(self, item_id: int, edit: Edit, dtype: np.dtype | None = None,
+                    frame: int | None = None) -> None:
         """Journal one completed edit durably (one transaction)."""
         record = edit.to_record()
         with self._write() as db:
-            db.execute(
-                "INSERT INTO journal (item_id, header, changed, vals) VALUES (?, ?, ?, ?)",
-                (item_id, record["header"], record["changed"], record["values"]),
-            )
+            if frame is None:
+                db.execute(
+                    "INSERT INTO journal (item_id, header, changed, vals) VALUES (?, ?, ?, ?)",
+                    (item_id, record["header"], record["changed"], record["values"]),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO frame_journal (item_id, frame, header, changed, vals) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (item_id, frame, record["header"], record["changed"], record["values"]),
+                )
 
-    def journal_length(self, item_id: int) -> int:
-        return self._read("SELECT COUNT(*) FROM journal WHERE item_id = ?", (item_id,))[0][0]
+    def journal_length(self, item_id: int, frame: int | None = None) -> int:
+        _masks, journal, key = self._tables(frame)
+        args = (item_id,) if frame is None else (item_id, frame)
+        return self._read(f"SELECT COUNT(*) FROM {journal} WHERE {key}", args)[0][0]
 
-    def save_mask(self, item_id: int, labels: np.ndarray) -> None:
-        """Checkpoint: store ``labels`` as the item's mask and drop its journal, atomically."""
+    def save_mask(self, item_id: int, labels: np.ndarray, frame: int | None = None) -> None:
+        """Checkpoint: store ``labels`` as the item's (frame's) mask and drop its journal,
+        atomically."""
         with self._write() as db:
-            self._store_mask_locked(db, item_id, labels)
+            self._store_mask_locked(db, item_id, labels, frame)
 
-    def _store_mask_locked(self, db: sqlite3.Connection, item_id: int, labels: np.ndarray) -> None:
+    @staticmethod
+    def _tables(frame: int | None) -> tuple[str, str, str]:
+        if frame is None:
+            return "masks", "journal", "item_id = ?"
+        return "frame_masks", "frame_journal", "item_id = ? AND frame = ?"
+
+    def _store_mask_locked(self, db: sqlite3.Connection, item_id: int, labels: np.ndarray,
+                           frame: int | None = None) -> None:
         data = zlib.compress(np.ascontiguousarray(labels).tobytes(), 3)
-        db.execute(
-            "INSERT OR REPLACE INTO masks (item_id, shape, dtype, data) VALUES (?, ?, ?, ?)",
-            (item_id, json.dumps(list(labels.shape)), labels.dtype.str, data),
-        )
-        db.execute("DELETE FROM journal WHERE item_id = ?", (item_id,))
+        shape, dtype = json.dumps(list(labels.shape)), labels.dtype.str
+        if frame is None:
+            db.execute(
+                "INSERT OR REPLACE INTO masks (item_id, shape, dtype, data) VALUES (?, ?, ?, ?)",
+                (item_id, shape, dtype, data),
+            )
+            db.execute("DELETE FROM journal WHERE item_id = ?", (item_id,))
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO frame_masks (item_id, frame, shape, dtype, data) "
+                "VALUES (?, ?, ?, ?, ?)", (item_id, frame, shape, dtype, data),
+            )
+            db.execute("DELETE FROM frame_journal WHERE item_id = ? AND frame = ?",
+                       (item_id, frame))
 
-    def _load_mask_locked(self, item: Item) -> np.ndarray | None:
-        rows = self._db.execute(
-            "SELECT shape, dtype, data FROM masks WHERE item_id = ?", (item.id,)
-        ).fetchall()
-        journal = self._db.execute(
-            "SELECT header, changed, vals FROM journal WHERE item_id = ? ORDER BY seq", (item.id,)
+    def _load_mask_locked(self, item: Item, frame: int | None = None) -> np.ndarray | None:
+        masks, journal, key = self._tables(frame)
+        args = (item.id,) if frame is None else (item.id, frame)
+        rows = self._db.execute(f"SELECT shape, dtype, data FROM {masks} WHERE {key}",
+                                args).fetchall()
+        records = self._db.execute(
+            f"SELECT header, changed, vals FROM {journal} WHERE {key} ORDER BY seq", args
         ).fetchall()
         if rows:
             shape, dtype, data = rows[0]
             raw = np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype))
             labels = raw.reshape(json.loads(shape)).copy()
-        elif journal:
+        elif records:
             labels = np.zeros(item.mask_shape, np.uint8)
         else:
             return None
-        for header, changed, vals in journal:
+        for header, changed, vals in records:
             edit = Edit.from_record(header, changed, vals)
             if edit.new.dtype.itemsize > labels.dtype.itemsize:
                 labels = labels.astype(edit.new.dtype)
             edit.apply(labels)
         return labels
+
+    # -- video frames --------------------------------------------------------------------------------
+    def frame_info(self, item_id: int) -> dict[int, FrameInfo]:
+        """What each annotated frame of a video is (drawn, propagated, reviewed), by frame."""
+        rows = self._read("SELECT frame, state, reliability FROM frame_info WHERE item_id = ?",
+                          (item_id,))
+        return {int(f): FrameInfo(state, None if r is None else float(r)) for f, state, r in rows}
+
+    def set_frame_info(self, item_id: int, frame: int, state: str,
+                       reliability: float | None = None) -> None:
+        """Record what frame ``frame``'s labels are (see :data:`FRAME_STATES`)."""
+        if state not in FRAME_STATES:
+            raise ProjectError(f"Unknown frame state {state!r}; use one of "
+                               f"{', '.join(FRAME_STATES)}.")
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO frame_info (item_id, frame, state, reliability) "
+                       "VALUES (?, ?, ?, ?)", (item_id, frame, state, reliability))
 
     # -- metadata ----------------------------------------------------------------------------------
     def meta(self, key: str, default: str | None = None) -> str | None:

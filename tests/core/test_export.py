@@ -433,8 +433,8 @@ def test_atomic_write_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 # -- registry ------------------------------------------------------------------------------------
 def test_unknown_format_and_option(project: Project, tmp_path: Path) -> None:
     assert set(IMPORT_FORMATS) == {"voc", "index"}
-    assert set(EXPORT_FORMATS) == {"voc", "index", "nifti", "dicom-seg"}
-    with pytest.raises(ExportError, match="known formats: dicom-seg, index, nifti, voc"):
+    assert set(EXPORT_FORMATS) == {"voc", "index", "nifti", "dicom-seg", "frames"}
+    with pytest.raises(ExportError, match="known formats: dicom-seg, frames, index, nifti, voc"):
         export_project(project, "coco", tmp_path / "x")
     with pytest.raises(ImportFormatError, match="known formats: index, voc"):
         import_dataset(project, "coco", tmp_path)

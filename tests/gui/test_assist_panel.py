@@ -74,7 +74,7 @@ def test_assist_is_a_tab_beside_display_and_models(window):
     docks = {d.windowTitle(): d for d in window.findChildren(QDockWidget)}
     tabbed = {d.windowTitle() for d in window.tabifiedDockWidgets(docks["Display"])}
     assert {"Models", "Assist"} <= tabbed
-    assert docks["Assist"].widget() is window.assist_panel
+    assert docks["Assist"].widget().widget() is window.assist_panel  # inside its scroll area
 
 
 def test_otsu_sets_class_on_background_only_as_one_undo_step(qtbot, window):
