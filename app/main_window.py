@@ -113,6 +113,7 @@ class MainWindow(QMainWindow):
         self.actions_by_id: dict[str, QAction] = {}
         specs = [
             ("open_images", self.choose_images), ("open_project", self.choose_project),
+            ("open_frames", self.choose_frames_folder),
             ("export", self.show_export), ("import", self.show_import),
             ("add_images", self.choose_images_to_add), ("quit", self.close), ("undo", self.undo),
             ("redo", self.redo), ("next_item", lambda: self._step_item(1)),
@@ -147,7 +148,8 @@ class MainWindow(QMainWindow):
             self.actions_by_id[f"class_{number}"] = act(
                 f"class_{number}", lambda n=number: self.classes_panel.select_row(n))
         a = self.actions_by_id
-        file_menu = add_menu(self, "&File", [a["open_images"], a["open_project"],
+        file_menu = add_menu(self, "&File", [a["open_images"], a["open_frames"],
+                                             a["open_project"],
                                              a["add_images"], None, a["import"], a["export"],
                                              None, a["quit"]])
         self.recent_menu = file_menu.addMenu("Open &recent")
@@ -232,10 +234,27 @@ class MainWindow(QMainWindow):
     def choose_images(self) -> None:
         files, _ = QFileDialog.getOpenFileNames(
             self, "Open images", "",
-            "Images and volumes (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.nii *.nii.gz *.dcm);;"
+            "Images, volumes and videos (*.png *.jpg *.jpeg *.tif *.tiff *.bmp *.nii *.nii.gz "
+            "*.dcm *.mp4 *.m4v *.avi *.mov *.mkv *.webm);;"
             "All files (*)")
         if files:
             self.open_paths(files)
+
+    def choose_frames_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a folder of video frames")
+        if folder:
+            self.open_frames_folder(folder)
+
+    def open_frames_folder(self, folder: str) -> bool:
+        """Open a folder of frame images as a video; errors are shown, never raised."""
+        try:
+            self.tools.finish_pending()
+            self.workspace.open_frames_folder(folder)
+        except SegStudioError as err:
+            self._show_error(str(err))
+            return False
+        settings.remember_project(str(self.workspace.project.folder))
+        return True
 
     def _choose(self, question: str, options: list[str]) -> int | None:
         """Ask the person to pick one option (a DICOM series, a 4D NIfTI volume)."""

@@ -19,7 +19,8 @@ class ShortcutSpec:
 
 
 DEFAULTS: tuple[ShortcutSpec, ...] = (
-    ShortcutSpec("open_images", ("Ctrl+O",), "Open images or a folder"),
+    ShortcutSpec("open_images", ("Ctrl+O",), "Open images, volumes, videos or a folder"),
+    ShortcutSpec("open_frames", ("Ctrl+Alt+O",), "Open a folder of frames as a video"),
     ShortcutSpec("open_project", ("Ctrl+Shift+O",), "Open a project"),
     ShortcutSpec("add_images", ("Ctrl+Shift+A",), "Add images to the project"),
     ShortcutSpec("import", ("Ctrl+I",), "Import labels (VOC, index PNG)"),

@@ -96,6 +96,21 @@ class Workspace(QObject):
                     from err
         return self.add_paths(paths)
 
+    def open_frames_folder(self, folder: str | os.PathLike) -> Item:
+        """Open a folder of frame images as one video (its project is made beside it, or the
+        open project gets it) and show it."""
+        folder = Path(folder).absolute()
+        if self.project is None:
+            target = project_folder_for([folder])
+            if is_project(target):
+                self.open_project(target)
+            else:
+                self.create_project(target)
+        item = self._require_project().add_video(folder)
+        self.reload_items()
+        self.open_item(next(i for i, it in enumerate(self.items) if it.id == item.id))
+        return item
+
     def add_paths(self, paths: list[str | os.PathLike]) -> AddReport:
         """Add images, volumes (DICOM folders/files, NIfTI) and videos; bad ones land in the
         report."""
@@ -231,7 +246,7 @@ class Workspace(QObject):
             self.image_error = f"The video {item.name} is missing ({item.abs_path})."
         else:
             try:
-                self.video = open_video(item.source)
+                self.video = open_video(item.source, fps=item.extra.get("fps"))
             except SegStudioError as err:
                 self.image_error = str(err)
         self._show_video_frame(0)

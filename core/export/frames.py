@@ -161,12 +161,7 @@ def _info_json(item: Item, entries: list[dict[str, Any]], video_frames: str) -> 
 
 def video_source(project: Project, item: Item) -> Path | None:
     """The video file or folder of frames of ``item`` (None when it is gone)."""
-    if item.source is not None:
-        return item.source
-    for candidate in (project.folder / item.path, Path(item.abs_path)):
-        if candidate.is_dir():  # a folder of frames
-            return candidate.resolve()
-    return None
+    return item.source
 
 
 def _open_source(project: Project, item: Item) -> tuple[Any, str | None]:

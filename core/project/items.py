@@ -95,10 +95,11 @@ def parse_extra(text: str | None) -> dict:
 def resolve_source(folder: Path, path: str, abs_path: str, kind: str = "image") -> Path | None:
     """First existing of: path relative to the project, the stored absolute path.
 
-    Volumes may come from a folder (a DICOM series); other kinds need a file.
+    Volumes (a DICOM series) and videos (a folder of frames) may come from a folder; images
+    need a file.
     """
     for candidate in (folder / path, Path(abs_path)):
-        if candidate.is_file() or (kind == "volume" and candidate.is_dir()):
+        if candidate.is_file() or (kind in ("volume", "video") and candidate.is_dir()):
             return candidate.resolve()
     return None
 

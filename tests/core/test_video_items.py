@@ -138,3 +138,17 @@ def test_a_file_that_is_not_a_video_is_refused(tmp_path):
         with pytest.raises(SegStudioError, match="noise.mp4"):
             project.add_video(bad)
         assert project.items() == []
+
+
+def test_a_folder_of_frames_is_one_video_that_is_found_again(tmp_path):
+    frames = write_clip(tmp_path / "clip.avi", frames=5)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, rgb in enumerate(frames):  # frame10 would sort after frame9: natural order
+        cv2.imwrite(str(folder / f"frame{index}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    with Project.create(tmp_path / "project") as project:
+        item = project.add_video(folder)
+        assert (item.kind, item.frames) == ("video", 5)
+    with Project.open(tmp_path / "project") as project:
+        (item,) = project.items()
+        assert not item.missing and item.source == folder.resolve()

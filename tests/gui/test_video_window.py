@@ -228,3 +228,18 @@ def test_propagating_nothing_or_a_non_video_says_why(qtbot, window, tmp_path, sa
     assert not window.video_bar.isVisible()
     panel.propagate(+1)
     assert "open one first" in panel.status.text()
+
+
+def test_open_a_folder_of_frames_as_a_video(qtbot, window, tmp_path):
+    frames = sequential_frames(pan_clip(tmp_path, frames=12))
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for index, rgb in enumerate(frames):
+        cv2.imwrite(str(folder / f"f{index}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert window.open_frames_folder(str(folder))
+    ws = window.workspace
+    assert ws.item.kind == "video" and ws.item.frames == 12 and not ws.item.missing
+    assert window.items_panel.list.item(0).text().endswith("(12 frames)")
+    window.video_bar.request(10)  # f10 after f9: natural order
+    assert np.array_equal(window.canvas.image(), frames[10])
+    assert not window.open_frames_folder(str(tmp_path / "nowhere"))
