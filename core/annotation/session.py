@@ -44,14 +44,17 @@ class EditSession:
         max_undo: Undo steps kept.
         frame: For a video, the frame whose labels are edited (each frame has its own
             session, labels, journal and undo history).
+        layer: "class" (the class map) or "instances" (the uint32 instance map of an image,
+            with its own journal and undo history; the instance table lives in the project).
     """
 
     def __init__(self, project: Project, item: Item, max_undo: int = 500,
-                 frame: int | None = None) -> None:
+                 frame: int | None = None, layer: str = "class") -> None:
         self.project = project
         self.item = item
         self.frame = frame
-        self.labels = project.load_mask(item, frame)
+        self.layer = layer
+        self.labels = project.load_mask(item, frame, layer)
         # what the frame's labels are ("annotated", "propagated", "reviewed"); None: no video
         self.frame_state = None if frame is None else \
             getattr(project.frame_info(item.id).get(frame), "state", None)
@@ -65,7 +68,7 @@ class EditSession:
         self._last_point: Point | None = None
         self._unsaved: list[Edit] = []
         # edited since the last checkpoint (a journal left by a crash counts: fold it in)
-        self._dirty = project.journal_length(item.id, frame) > 0
+        self._dirty = project.journal_length(item.id, frame, layer) > 0
 
     # -- the slice being edited ------------------------------------------------------------------------
     def set_view(self, plane: tuple[int, ...], axes: tuple[int, ...] | None = None) -> None:
@@ -251,21 +254,21 @@ class EditSession:
         self._unsaved.append(edit)
         self._dirty = True
         self.flush()
-        if self.project.journal_length(self.item.id, self.frame) >= CHECKPOINT_EVERY:
+        if self.project.journal_length(self.item.id, self.frame, self.layer) >= CHECKPOINT_EVERY:
             self.checkpoint()
 
     def flush(self) -> None:
         """Write the queued edits; on a full disk keep them queued and raise StorageFullError."""
         while self._unsaved:
             self.project.append_edit(self.item.id, self._unsaved[0],  # StorageFullError: kept
-                                     frame=self.frame)
+                                     frame=self.frame, layer=self.layer)
             self._unsaved.pop(0)
 
     def checkpoint(self) -> None:
         """Fold the journal into the stored mask (when switching items, closing, periodically)."""
         self.flush()
         if self._dirty:  # an item only looked at gets no mask (and is not exported)
-            self.project.save_mask(self.item.id, self.labels, self.frame)
+            self.project.save_mask(self.item.id, self.labels, self.frame, self.layer)
             self._dirty = False
 
     def close(self) -> None:

@@ -255,6 +255,25 @@ def plan_volume(folder: Path, path: str | os.PathLike, existing: list[Item], *,
                   frames, json.dumps(extra))
 
 
+@dataclass(frozen=True)
+class Instance:
+    """One object of an item's instance map.
+
+    Attributes:
+        id: Its value in the instance map (uint32, > 0; 0 is no instance).
+        class_index: The project class it belongs to.
+        score: The model's confidence when a model found it; None when the person drew it.
+        source: "person" or "model".
+        reviewed: The person accepted it.
+    """
+
+    id: int
+    class_index: int
+    score: float | None = None
+    source: str = "person"
+    reviewed: bool = False
+
+
 def plan_video(folder: Path, path: str | os.PathLike,
                existing: list[Item]) -> tuple[Item | None, tuple | None]:
     """Plan one video item from a video file or a folder of frames (the container is opened

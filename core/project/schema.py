@@ -10,7 +10,7 @@ import sqlite3
 
 from core.errors import SchemaTooNewError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,8 +78,42 @@ CREATE TABLE frame_info (
 );
 """
 
+# Version 3: instance segmentation. An item may have, beside its class map, an instance map
+# (uint32 ids, journaled like the class map) and a table of its instances (class, model score,
+# who made it, reviewed by the person).
+_V3 = """
+CREATE TABLE instance_masks (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE instance_journal (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    header TEXT NOT NULL,
+    changed BLOB NOT NULL,
+    vals BLOB NOT NULL
+);
+CREATE INDEX instance_journal_item ON instance_journal(item_id, seq);
+CREATE TABLE instances (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    inst_id INTEGER NOT NULL,
+    class_idx INTEGER NOT NULL,
+    score REAL,
+    source TEXT NOT NULL,
+    reviewed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (item_id, inst_id)
+);
+CREATE TABLE instance_predictions (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
 # Migration i is the SQL that turns a database of version i into version i + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
 
 
 def check_version(db: sqlite3.Connection, folder: str) -> int:

@@ -29,6 +29,7 @@ from core.project.items import (
     ITEM_STATES,
     AddReport,
     FrameInfo,
+    Instance,
     Item,
     check_frame,
     item_from_row,
@@ -337,19 +338,25 @@ class Project:
     # -- masks -----------------------------------------------------------------------------------
     # An image, stack or volume has one mask (table masks + journal). A video has one mask per
     # annotated frame (frame_masks + frame_journal, keyed by frame): pass ``frame``.
-    def load_mask(self, item: Item | int, frame: int | None = None) -> np.ndarray:
+    def load_mask(self, item: Item | int, frame: int | None = None,
+                  layer: str = "class") -> np.ndarray:
         """The item's (or one video frame's) current labels (checkpoint + journal), zeros if
-        never edited."""
+        never edited. ``layer`` "instances": the instance map (uint32 ids) instead of the class
+        map (images only)."""
         item = self.item(item) if isinstance(item, int) else item
         check_frame(item, frame)
+        _check_layer(frame, layer)
         with self._mutex, self._reading():
-            labels = self._load_mask_locked(item, frame)
-        return labels if labels is not None else np.zeros(item.mask_shape, np.uint8)
+            labels = self._load_mask_locked(item, frame, layer)
+        if labels is None:
+            dtype = np.uint32 if layer == "instances" else np.uint8
+            return np.zeros(item.mask_shape, dtype)
+        return labels
 
-    def has_mask(self, item_id: int, frame: int | None = None) -> bool:
+    def has_mask(self, item_id: int, frame: int | None = None, layer: str = "class") -> bool:
         """Whether the item (or the video frame) has labels stored. A video's frames count only
         when ``frame`` is given: see :meth:`annotated_frames`."""
-        masks, journal, key = self._tables(frame)
+        masks, journal, key = self._tables(frame, layer)
         args = (item_id,) if frame is None else (item_id, frame)
         rows = self._read(
             f"SELECT (SELECT COUNT(*) FROM {masks} WHERE {key}) "
@@ -368,13 +375,15 @@ class Project:
         return [int(r[0]) for r in rows]
 
     def append_edit(self, item_id: int, edit: Edit, dtype: np.dtype | None = None,
-                    frame: int | None = None) -> None:
+                    frame: int | None = None, layer: str = "class") -> None:
         """Journal one completed edit durably (one transaction)."""
         record = edit.to_record()
+        _check_layer(frame, layer)
         with self._write() as db:
             if frame is None:
+                journal = "instance_journal" if layer == "instances" else "journal"
                 db.execute(
-                    "INSERT INTO journal (item_id, header, changed, vals) VALUES (?, ?, ?, ?)",
+                    f"INSERT INTO {journal} (item_id, header, changed, vals) VALUES (?, ?, ?, ?)",
                     (item_id, record["header"], record["changed"], record["values"]),
                 )
             else:
@@ -384,33 +393,39 @@ class Project:
                     (item_id, frame, record["header"], record["changed"], record["values"]),
                 )
 
-    def journal_length(self, item_id: int, frame: int | None = None) -> int:
-        _masks, journal, key = self._tables(frame)
+    def journal_length(self, item_id: int, frame: int | None = None,
+                       layer: str = "class") -> int:
+        _masks, journal, key = self._tables(frame, layer)
         args = (item_id,) if frame is None else (item_id, frame)
         return self._read(f"SELECT COUNT(*) FROM {journal} WHERE {key}", args)[0][0]
 
-    def save_mask(self, item_id: int, labels: np.ndarray, frame: int | None = None) -> None:
+    def save_mask(self, item_id: int, labels: np.ndarray, frame: int | None = None,
+                  layer: str = "class") -> None:
         """Checkpoint: store ``labels`` as the item's (frame's) mask and drop its journal,
         atomically."""
+        _check_layer(frame, layer)
         with self._write() as db:
-            self._store_mask_locked(db, item_id, labels, frame)
+            self._store_mask_locked(db, item_id, labels, frame, layer)
 
     @staticmethod
-    def _tables(frame: int | None) -> tuple[str, str, str]:
+    def _tables(frame: int | None, layer: str = "class") -> tuple[str, str, str]:
+        if layer == "instances":
+            return "instance_masks", "instance_journal", "item_id = ?"
         if frame is None:
             return "masks", "journal", "item_id = ?"
         return "frame_masks", "frame_journal", "item_id = ? AND frame = ?"
 
     def _store_mask_locked(self, db: sqlite3.Connection, item_id: int, labels: np.ndarray,
-                           frame: int | None = None) -> None:
+                           frame: int | None = None, layer: str = "class") -> None:
         data = zlib.compress(np.ascontiguousarray(labels).tobytes(), 3)
         shape, dtype = json.dumps(list(labels.shape)), labels.dtype.str
         if frame is None:
+            masks, journal, _key = self._tables(None, layer)
             db.execute(
-                "INSERT OR REPLACE INTO masks (item_id, shape, dtype, data) VALUES (?, ?, ?, ?)",
-                (item_id, shape, dtype, data),
+                f"INSERT OR REPLACE INTO {masks} (item_id, shape, dtype, data) "
+                "VALUES (?, ?, ?, ?)", (item_id, shape, dtype, data),
             )
-            db.execute("DELETE FROM journal WHERE item_id = ?", (item_id,))
+            db.execute(f"DELETE FROM {journal} WHERE item_id = ?", (item_id,))
         else:
             db.execute(
                 "INSERT OR REPLACE INTO frame_masks (item_id, frame, shape, dtype, data) "
@@ -419,8 +434,9 @@ class Project:
             db.execute("DELETE FROM frame_journal WHERE item_id = ? AND frame = ?",
                        (item_id, frame))
 
-    def _load_mask_locked(self, item: Item, frame: int | None = None) -> np.ndarray | None:
-        masks, journal, key = self._tables(frame)
+    def _load_mask_locked(self, item: Item, frame: int | None = None,
+                          layer: str = "class") -> np.ndarray | None:
+        masks, journal, key = self._tables(frame, layer)
         args = (item.id,) if frame is None else (item.id, frame)
         rows = self._db.execute(f"SELECT shape, dtype, data FROM {masks} WHERE {key}",
                                 args).fetchall()
@@ -432,7 +448,7 @@ class Project:
             raw = np.frombuffer(zlib.decompress(data), dtype=np.dtype(dtype))
             labels = raw.reshape(json.loads(shape)).copy()
         elif records:
-            labels = np.zeros(item.mask_shape, np.uint8)
+            labels = np.zeros(item.mask_shape, np.uint32 if layer == "instances" else np.uint8)
         else:
             return None
         for header, changed, vals in records:
@@ -441,6 +457,57 @@ class Project:
                 labels = labels.astype(edit.new.dtype)
             edit.apply(labels)
         return labels
+
+    # -- instances ---------------------------------------------------------------------------------
+    def instances(self, item_id: int) -> dict[int, Instance]:
+        """The instance table of an item, by instance id (rows may outlive their pixels: an
+        instance erased by an edit that can be undone keeps its row)."""
+        rows = self._read("SELECT inst_id, class_idx, score, source, reviewed FROM instances "
+                          "WHERE item_id = ? ORDER BY inst_id", (item_id,))
+        return {int(i): Instance(int(i), int(c), None if s is None else float(s), src, bool(r))
+                for i, c, s, src, r in rows}
+
+    def set_instances(self, item_id: int, instances: Iterable[Instance]) -> None:
+        """Insert or update instance rows (others are kept)."""
+        rows = [(item_id, i.id, i.class_index, i.score, i.source, int(i.reviewed))
+                for i in instances]
+        for row in rows:
+            if row[1] <= 0:
+                raise ProjectError(f"Instance ids start at 1; got {row[1]}.")
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO instances (item_id, inst_id, class_idx, "
+                           "score, source, reviewed) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def delete_instances(self, item_id: int, ids: Iterable[int] | None = None) -> None:
+        """Drop instance rows (all of the item's when ``ids`` is None)."""
+        with self._write() as db:
+            if ids is None:
+                db.execute("DELETE FROM instances WHERE item_id = ?", (item_id,))
+            else:
+                db.executemany("DELETE FROM instances WHERE item_id = ? AND inst_id = ?",
+                               [(item_id, int(i)) for i in ids])
+
+    def save_predictions(self, item_id: int, model: str, results: list[dict]) -> None:
+        """Keep what a model predicted on an item, untouched by later corrections, to measure
+        how much the person had to fix (COCO results: ``category_id``, ``segmentation`` as
+        RLE with ``counts`` a str, ``bbox``, ``score``)."""
+        data = zlib.compress(json.dumps(results).encode(), 3)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO instance_predictions (item_id, model, data) "
+                       "VALUES (?, ?, ?)", (item_id, model, data))
+
+    def load_predictions(self, item_id: int) -> tuple[str, list[dict]] | None:
+        """(model, COCO results) of the last instance prediction kept for an item, or None."""
+        rows = self._read("SELECT model, data FROM instance_predictions WHERE item_id = ?",
+                          (item_id,))
+        if not rows:
+            return None
+        with self._reading():
+            return rows[0][0], json.loads(zlib.decompress(rows[0][1]))
+
+    def has_instances(self, item_id: int) -> bool:
+        """Whether the item has an instance map stored."""
+        return self.has_mask(item_id, layer="instances")
 
     # -- video frames --------------------------------------------------------------------------------
     def frame_info(self, item_id: int) -> dict[int, FrameInfo]:
@@ -467,3 +534,10 @@ class Project:
     def set_meta(self, key: str, value: str) -> None:
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def _check_layer(frame: int | None, layer: str) -> None:
+    if layer not in ("class", "instances"):
+        raise ProjectError(f"Unknown label layer {layer!r}; use 'class' or 'instances'.")
+    if layer == "instances" and frame is not None:
+        raise ProjectError("Video frames have class maps only; instances are per image.")
