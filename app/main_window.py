@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QByteArray, Qt
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
@@ -32,6 +33,7 @@ from app.dialogs.import_dialog import ImportDialog
 from app.panels.assist_panel import AssistPanel
 from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
+from app.panels.instances_panel import InstancesPanel, instance_palette
 from app.panels.items_panel import ItemsPanel
 from app.panels.models_panel import ModelsPanel
 from app.panels.video_panel import VideoPanel
@@ -66,7 +68,7 @@ class MainWindow(QMainWindow):
         self.main_axis = 0  # the cut the main canvas shows (0 axial for a typical CT)
         self._levels: tuple[float, float] | None = None  # one window for every view of an item
         self._preview = None  # the 3D panel's pending preview edit
-        self.tools = ToolController(self.canvas, lambda: self.workspace.session, self)
+        self.tools = ToolController(self.canvas, self._edit_session, self)
         for canvas in self.side_canvases:
             self.tools.add_canvas(canvas)
         self.classes_panel = ClassesPanel(self.workspace)
@@ -77,6 +79,8 @@ class MainWindow(QMainWindow):
                                         visible_box=self._visible_box)
         self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
         self.video_panel = VideoPanel(self.workspace)
+        self.instances_panel = InstancesPanel(self.workspace,
+                                              lambda: self.classes_panel.selected_index())
         self.options_bar = ToolOptionsBar(self.tools, self)
         self.addToolBar(self.options_bar)
         right = Qt.DockWidgetArea.RightDockWidgetArea
@@ -87,6 +91,7 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(docks[1], self._dock("Assist", self.assist_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("3D", self.volume_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Video", self.video_panel, right))
+        self.tabifyDockWidget(docks[1], self._dock("Instances", self.instances_panel, right))
         docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
@@ -125,6 +130,9 @@ class MainWindow(QMainWindow):
             ("next_frame_10", lambda: self._step_frame(10)),
             ("previous_frame_10", lambda: self._step_frame(-10)),
             ("play", self.video_bar.toggle_play),
+            ("instance_mode", self.instances_panel.edit_mode.toggle),
+            ("new_instance", self.instances_panel.new_instance),
+            ("delete_instance", self.instances_panel.delete_selected),
             ("accept_frame", self.accept_frame),
             ("mark_done", lambda: self.workspace.set_item_state("done")),
             ("mark_review", lambda: self.workspace.set_item_state("needs_review")),
@@ -137,7 +145,8 @@ class MainWindow(QMainWindow):
             self.actions_by_id[name] = act(name, lambda s=slot: self._guard(s))
         for name, tool in (("tool_brush", "brush"), ("tool_eraser", "eraser"),
                            ("tool_fill", "fill"), ("tool_polygon", "polygon"),
-                           ("tool_pan", "pan"), ("tool_crosshair", "crosshair")):
+                           ("tool_pan", "pan"), ("tool_crosshair", "crosshair"),
+                           ("tool_select", "select")):
             self.actions_by_id[name] = act(name, lambda t=tool: self.tools.set_tool(t))
         self.actions_by_id["view_three"] = act(
             "view_three", lambda: self._guard(self._toggle_three), checkable=True)
@@ -158,7 +167,9 @@ class MainWindow(QMainWindow):
         add_menu(self, "&Edit", [a["undo"], a["redo"], None, a["brush_smaller"],
                                  a["brush_larger"], a["preserve"]])
         add_menu(self, "&Tools", [a["tool_brush"], a["tool_eraser"], a["tool_fill"],
-                                  a["tool_polygon"], a["tool_pan"], a["tool_crosshair"]])
+                                  a["tool_polygon"], a["tool_pan"], a["tool_crosshair"],
+                                  a["tool_select"], None, a["instance_mode"], a["new_instance"],
+                                  a["delete_instance"]])
         add_menu(self, "&View", [a["fit"], a["zoom_1to1"], None, a["toggle_overlay"],
                                  a["toggle_outline"], None, a["view_three"], a["view_axis_0"],
                                  a["view_axis_1"], a["view_axis_2"]])
@@ -175,7 +186,7 @@ class MainWindow(QMainWindow):
         ws.classes_changed.connect(self._on_classes_changed)
         ws.project_changed.connect(self._update_title)
         self.items_panel.item_activated.connect(lambda row: self._guard(lambda: self._open_item(row)))
-        self.classes_panel.class_selected.connect(self.tools.set_class_index)
+        self.classes_panel.class_selected.connect(self._class_selected)
         self.tools.error.connect(self._show_error)
         self.tools.edited.connect(self._on_edited)
         self.tools.canvas_activated.connect(lambda _c: self._sync_active_axis())
@@ -200,6 +211,13 @@ class MainWindow(QMainWindow):
         self.video_bar.frame_requested.connect(self._go_to_frame)
         self.video_panel.overlay_ready.connect(self._show_flow)
         self.video_panel.propagated.connect(self._on_propagated)
+        ip = self.instances_panel
+        ip.mode_changed.connect(self._on_instance_mode)
+        ip.changed.connect(self._show_instances)
+        ip.selection_changed.connect(self._on_instance_selection)
+        self.tools.picked.connect(self._pick_instance)
+        self.tools.line_drawn.connect(
+            lambda x0, y0, x1, y1: ip._guard(lambda: ip.split_selected((x0, y0), (x1, y1))))
         self.models_panel.applied.connect(self._on_prediction)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
@@ -333,11 +351,14 @@ class MainWindow(QMainWindow):
             pane.canvas.set_confidence(None)
             pane.canvas.set_preview(None)
         self.tools.activate(self.canvas)
+        self.canvas.set_boxes()
+        self.canvas.overlay.set_hidden(set())
         self._levels = default_levels(ws.image) if ws.image is not None else None
         self._show_frame_count()
         self.cursor_label.setText("")
         self.models_panel.last_prediction = None
         self._show_plane(fit=True)
+        self.instances_panel.item_opened()
         if ws.image_error:
             self.statusBar().showMessage(ws.image_error, 10000)
         self._update_title()
@@ -388,7 +409,10 @@ class MainWindow(QMainWindow):
         if image is None or labels is None:
             return
         canvas.set_image(image, self._levels)
-        canvas.set_labels(labels, ws.palette())
+        if self.instances_panel.active and axis is None:
+            canvas.set_labels(ws.instance_session().labels, instance_palette())
+        else:
+            canvas.set_labels(labels, ws.palette())
         pane = self.views.panes[[p.canvas for p in self.views.panes].index(canvas)]
         geometry = ws.geometry(axis) if axis is not None else None
         if geometry is None:
@@ -480,6 +504,9 @@ class MainWindow(QMainWindow):
 
     def _on_edited(self, _edit) -> None:
         """Another view may show the voxels just changed: redraw the views not drawn yet."""
+        if self.instances_panel.active:
+            self.instances_panel.refresh()
+            self._show_instances()
         if self._is_video():
             self._refresh_markers()
         for canvas, _axis in self.view_axes():
@@ -545,7 +572,9 @@ class MainWindow(QMainWindow):
 
     def _on_classes_changed(self) -> None:
         for pane in self.views.panes:
-            pane.canvas.set_palette(self.workspace.palette())
+            if not (self.instances_panel.active and pane.canvas is self.canvas):
+                pane.canvas.set_palette(self.workspace.palette())
+        self.instances_panel.refresh()
 
     def _set_opacity(self, opacity: float) -> None:
         for pane in self.views.panes:
@@ -610,6 +639,55 @@ class MainWindow(QMainWindow):
             voxel[geometry.axes[1]], voxel[geometry.axes[2]] = iy, ix
             where = f"x {voxel[2]}  y {voxel[1]}  z {voxel[0]}"
         self.cursor_label.setText(f"{where}{shown}  label {label} ({name})")
+
+    # -- instances --------------------------------------------------------------------------------------
+    def _edit_session(self):
+        """What the tools edit: the instance map in instance mode, else the class map."""
+        if self.instances_panel.active and self.workspace.item is not None:
+            return self.workspace.instance_session()
+        return self.workspace.session
+
+    def _class_selected(self, index: int) -> None:
+        if not self.instances_panel.active:  # in instance mode the brush paints an instance
+            self.tools.set_class_index(index)
+
+    def _on_instance_mode(self, on: bool) -> None:
+        self.tools.finish_pending()
+        if on:
+            self._preserve_before = self.tools.preserve_others
+            self.tools.set_preserve_others(True)  # the brush paints its own instance only
+            self._on_instance_selection()
+        else:
+            self.tools.set_preserve_others(getattr(self, "_preserve_before", False))
+            self.tools.set_class_index(self.classes_panel.selected_index() or 1)
+            self.canvas.set_boxes()
+            self.canvas.overlay.set_hidden(set())
+        self.options_bar.preserve.setChecked(self.tools.preserve_others)
+        self._show_plane()
+        self._show_instances()
+
+    def _on_instance_selection(self) -> None:
+        selected = self.instances_panel.selected
+        if self.instances_panel.active:
+            self.tools.set_class_index(selected[0] if selected else 0)
+        self._show_instances()
+
+    def _show_instances(self) -> None:
+        """Redraw the instance map, hide low-score detections, draw boxes and captions."""
+        panel = self.instances_panel
+        if not panel.active:
+            return
+        from app.canvas.overlay import display_indices
+
+        hidden = panel.hidden_ids()
+        self.canvas.refresh_labels()
+        indices = display_indices(np.array(sorted(hidden), np.int64)) if hidden else []
+        self.canvas.overlay.set_hidden({int(i) for i in indices})
+        self.canvas.set_boxes(panel.boxes(), panel.box_positions(panel.selected))
+
+    def _pick_instance(self, x: float, y: float, add: bool) -> None:
+        if self.instances_panel.active:
+            self.instances_panel.pick(x, y, add)
 
     # -- video ------------------------------------------------------------------------------------------
     def _is_video(self) -> bool:

@@ -8,7 +8,8 @@ from PySide6.QtWidgets import QCheckBox, QLabel, QSpinBox, QToolBar, QWidget
 from app.canvas.tools import TOOLS, ToolController
 
 TOOL_TEXT = {"brush": "Brush (B)", "eraser": "Eraser (E)", "fill": "Fill (F)",
-             "polygon": "Polygon (P)", "pan": "Pan (H)", "crosshair": "Crosshair (C)"}
+             "polygon": "Polygon (P)", "pan": "Pan (H)", "crosshair": "Crosshair (C)",
+             "select": "Select (S)"}
 
 
 class ToolOptionsBar(QToolBar):

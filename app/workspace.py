@@ -62,6 +62,7 @@ class Workspace(QObject):
         # labels and undo history), the least recently used saved and dropped past a budget.
         self.video = None
         self._frame_sessions: OrderedDict[int, EditSession] = OrderedDict()
+        self._instance_session: EditSession | None = None  # an image's instance map, lazily
         # Asks the person to pick one of several options (series of a DICOM folder, volumes of
         # a 4D NIfTI): (question, options) -> index or None. The window sets it; None refuses.
         self.chooser: Callable[[str, list[str]], int | None] | None = None
@@ -231,9 +232,32 @@ class Workspace(QObject):
         """Checkpoint and drop every open session (the item's, or a video's frames')."""
         sessions = list(self._frame_sessions.values()) or \
             ([self.session] if self.session is not None else [])
+        if self._instance_session is not None:
+            sessions.append(self._instance_session)
+        self._instance_session = None
         self._frame_sessions.clear()
         for session in sessions:
             session.close()  # StorageFullError propagates: the caller decides
+
+    # -- instances -------------------------------------------------------------------------------------
+    def instance_session(self) -> EditSession:
+        """The edit session of the open image's instance map (made on first use).
+
+        Raises:
+            SegStudioError: No image is open (volumes, stacks and videos have no instances).
+        """
+        item = self.item
+        if item is None or self.project is None:
+            raise SegStudioError("Open an image first.")
+        if item.kind != "image" or item.frames > 1:
+            raise SegStudioError("Instances are drawn on single images; this item is a "
+                                 f"{'stack' if item.kind == 'image' else item.kind}.")
+        if self._instance_session is None or self._instance_session.item.id != item.id:
+            self._instance_session = EditSession(self.project, item, layer="instances")
+        return self._instance_session
+
+    def has_instance_session(self) -> bool:
+        return self._instance_session is not None
 
     # -- videos ----------------------------------------------------------------------------------------
     def _open_video(self, item: Item) -> None:

@@ -86,6 +86,7 @@ class LabelOverlayItem(QGraphicsObject):
         self._palette = full_palette(None)
         self._opacity = 0.5
         self._outline = False
+        self._hidden: set[int] = set()  # palette indices drawn transparent
 
     # -- data ------------------------------------------------------------------------------------
     def set_labels(self, labels: np.ndarray | None, palette: np.ndarray | None = None) -> None:
@@ -149,6 +150,15 @@ class LabelOverlayItem(QGraphicsObject):
         self._apply_color_table()
         self.update()
 
+    def set_hidden(self, indices: set[int]) -> None:
+        """Draw these palette indices transparent (e.g. instances below a score threshold:
+        label ``v`` is drawn with index ``display_indices(v)``)."""
+        hidden = {int(i) for i in indices if 0 < int(i) < 256}
+        if hidden != self._hidden:
+            self._hidden = hidden
+            self._apply_color_table()
+            self.update()
+
     def opacity_value(self) -> float:
         """The overlay opacity set with :meth:`set_opacity` (QGraphicsItem.opacity is separate)."""
         return self._opacity
@@ -203,6 +213,8 @@ class LabelOverlayItem(QGraphicsObject):
         rgb = self._palette.astype(np.uint32)
         argb = (alpha << 24) | (rgb[:, 0] << 16) | (rgb[:, 1] << 8) | rgb[:, 2]
         argb[0] = 0  # background: fully transparent
+        for index in self._hidden:
+            argb[index] = 0
         self._qimage.setColorTable([int(v) for v in argb])
 
     def _recompute(self, y0: int, y1: int, x0: int, x1: int) -> None:

@@ -25,7 +25,8 @@ from core.annotation.session import EditSession
 from core.annotation.tools import PaintRule, Point
 from core.errors import SegStudioError
 
-TOOLS = ("brush", "eraser", "fill", "polygon", "pan", "crosshair")
+TOOLS = ("brush", "eraser", "fill", "polygon", "pan", "crosshair", "select")
+DRAG_PX = 5.0  # a select press that moves farther than this (screen px) draws a line
 PAINT_TOOLS = ("brush", "eraser")
 MIN_BRUSH, MAX_BRUSH = 1, 512
 BRUSH_STEP = 1.15  # [ and ] scale the brush by about 15%, by at least one pixel
@@ -60,6 +61,8 @@ class ToolController(QObject):
     edited = Signal(object)
     canvas_activated = Signal(object)
     cursor_placed = Signal(float, float)
+    picked = Signal(float, float, bool)  # the select tool clicked at (x, y); Ctrl held
+    line_drawn = Signal(float, float, float, float)  # the select tool dragged a line
     tool_changed = Signal(str)
     brush_size_changed = Signal(int)
     error = Signal(str)
@@ -76,6 +79,8 @@ class ToolController(QObject):
         self._left_held = False  # we consumed a left press: its moves and release are ours too
         self._stroke_session: EditSession | None = None  # set while a brush/eraser drag runs
         self._polygon: list[Point] = []
+        # (image point, screen position, Ctrl held) of a select press
+        self._select_start: tuple[Point, object, bool] | None = None
         self._canvases: list[ImageCanvas] = []
         self.add_canvas(canvas)
         self._show_tool()
@@ -203,11 +208,15 @@ class ToolController(QObject):
                 self._stroke_to(x, y)
             elif self._left_held and self._tool == "crosshair":
                 self.cursor_placed.emit(x, y)
+            elif self._left_held and self._select_start is not None:
+                self._canvas.set_polygon_preview([self._select_start[0]], (x, y))
             return self._left_held
         if kind == QEvent.Type.MouseButtonRelease and left and self._left_held:
             self._left_held = False
             if self._stroke_session is not None:
                 self._end_stroke()
+            if self._select_start is not None:
+                self._finish_select(x, y, event.position())
             return True
         return False
 
@@ -246,6 +255,9 @@ class ToolController(QObject):
         session = self._session()
         if self._tool == "crosshair":
             self.cursor_placed.emit(x, y)
+        elif self._tool == "select":
+            ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+            self._select_start = ((x, y), event.position(), ctrl)
         elif self._tool == "polygon":
             self._polygon_click(event, x, y, double)
         elif session is None:
@@ -258,6 +270,15 @@ class ToolController(QObject):
             self._redraw(self._run(lambda: session.begin_stroke((x, y), radius, self.rule())))
         elif self._tool == "fill":
             self._finish(lambda: session.fill((x, y), self.rule()))
+
+    def _finish_select(self, x: float, y: float, pos) -> None:
+        (x0, y0), start, ctrl = self._select_start
+        self._select_start = None
+        self._canvas.clear_polygon_preview()
+        if math.hypot(pos.x() - start.x(), pos.y() - start.y()) > DRAG_PX:
+            self.line_drawn.emit(x0, y0, x, y)
+        else:
+            self.picked.emit(x0, y0, ctrl)
 
     def _stroke_to(self, x: float, y: float) -> None:
         session, radius = self._stroke_session, self._brush_size / 2

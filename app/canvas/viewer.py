@@ -27,6 +27,7 @@ from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsPathItem,
+    QGraphicsSimpleTextItem,
     QLabel,
     QStyleOptionGraphicsItem,
     QVBoxLayout,
@@ -252,6 +253,16 @@ class ImageCanvas(QWidget):
             line.setVisible(False)
             self.view_box.addItem(line, ignoreBounds=True)
         self.view_box.addItem(self.vector_item, ignoreBounds=True)
+        # Instance boxes and their "class score" captions.
+        self.box_item = QGraphicsPathItem()
+        self.box_item.setPen(_cosmetic_pen(QColor(255, 255, 255, 220), 1.5))
+        self.box_item.setZValue(7)
+        self.view_box.addItem(self.box_item, ignoreBounds=True)
+        self.strong_box_item = QGraphicsPathItem()  # the selected instances' boxes
+        self.strong_box_item.setPen(_cosmetic_pen(QColor(255, 230, 0), 2.5))
+        self.strong_box_item.setZValue(7)
+        self.view_box.addItem(self.strong_box_item, ignoreBounds=True)
+        self._captions: list[QGraphicsSimpleTextItem] = []
         for z, item in enumerate((self.image_item, self.flow_item, self.overlay,
                                   self.confidence_item, self.preview_item)):
             item.setPos(-0.5, -0.5)  # pixel centres on integer view coordinates
@@ -414,6 +425,37 @@ class ImageCanvas(QWidget):
         self.vector_item.setPen(pen)
         self.vector_item.setPath(path)
         self.vector_item.setVisible(not path.isEmpty())
+
+    def set_boxes(self, boxes: Sequence[tuple[float, float, float, float, str]] = (),
+                  highlight: Sequence[int] = ()) -> None:
+        """Draw boxes (x0, y0, x1, y1 as pixel-edge coordinates of a box of pixels, caption)
+        with their captions; the boxes at positions ``highlight`` are drawn in yellow."""
+        path, strong = QPainterPath(), QPainterPath()
+        for caption in self._captions:
+            self.view_box.removeItem(caption)
+        self._captions = []
+        for index, (x0, y0, x1, y1, text) in enumerate(boxes):
+            target = strong if index in highlight else path
+            target.addRect(QRectF(x0 - 0.5, y0 - 0.5, x1 - x0, y1 - y0))
+            if text:
+                caption = QGraphicsSimpleTextItem(text)
+                caption.setBrush(QColor(255, 255, 0) if index in highlight
+                                 else QColor(255, 255, 255))
+                caption.setFlag(QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations)
+                caption.setPos(x0 - 0.5, y0 - 0.5)
+                caption.setZValue(8)
+                self.view_box.addItem(caption, ignoreBounds=True)
+                self._captions.append(caption)
+        both = QPainterPath(path)
+        both.addPath(strong)
+        self.box_item.setPath(path)
+        self.strong_box_item.setPath(strong)
+        self.box_item.setVisible(not both.isEmpty())
+
+    def box_count(self) -> int:
+        """Boxes drawn (for tests): captions or rectangles."""
+        return len(self._captions) if self._captions else \
+            (self.box_item.path().elementCount() + self.strong_box_item.path().elementCount()) // 5
 
     def vectors_visible(self) -> bool:
         return self.vector_item.isVisible()

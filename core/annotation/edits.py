@@ -103,7 +103,7 @@ class Edit:
     def to_record(self) -> dict[str, bytes | str]:
         """Serialise to plain bytes and JSON (no pickle): for the journal."""
         header = {
-            "region": [[s.start, s.stop] for s in self.region],
+            "region": [[int(s.start), int(s.stop)] for s in self.region],
             "dtype": self.old.dtype.str,
         }
         return {

@@ -113,7 +113,7 @@ def relabel_edit(instance_map: np.ndarray, mapping: Mapping[int, int]) -> Edit |
     if not hit.any():
         return None
     rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
-    region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    region = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     before = instance_map[region]
     after = before.copy()
     for a, b in mapping.items():
@@ -132,7 +132,7 @@ def split_edit(instance_map: np.ndarray, instance_id: int, p0: tuple[float, floa
     if not hit.any() or p0 == p1:
         return None
     rows, cols = np.flatnonzero(hit.any(axis=1)), np.flatnonzero(hit.any(axis=0))
-    region = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    region = (slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1))
     yy, xx = np.mgrid[region]
     dx, dy = p1[0] - p0[0], p1[1] - p0[1]
     side = dx * (yy - p0[1]) - dy * (xx - p0[0]) < 0  # left of the line on screen

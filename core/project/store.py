@@ -254,6 +254,11 @@ class Project:
                     self._store_mask_locked(db, item.id, labels, frame)
                     changed_frames += 1
                 changed_items += changed_frames > 0
+            if replacement:  # instances of the class join the replacement class
+                db.execute("UPDATE instances SET class_idx = ? WHERE class_idx = ?",
+                           (replacement, index))
+            else:  # they lose their class: their rows go, their pixels are no instance
+                db.execute("DELETE FROM instances WHERE class_idx = ?", (index,))
             db.execute("DELETE FROM classes WHERE idx = ?", (index,))
         return changed_items
 

@@ -1,0 +1,172 @@
+"""Instances in the window, on scikit-image's coins (a real image with real separate objects):
+split the class map into instances, select on the canvas, delete/merge/split/new/paint, change
+class, hide detections by score, accept, flatten back, undo, and find it all after reopening."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from helpers import click, drag, line
+from PySide6.QtCore import Qt
+from scipy import ndimage
+from skimage import data, filters
+
+from app.main_window import MainWindow
+from core.project.items import Instance
+from core.project.store import Project
+
+
+@pytest.fixture
+def window(qtbot, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
+    win = MainWindow()
+    qtbot.add_widget(win)
+    win.resize(1200, 800)
+    win.show()
+    qtbot.wait_exposed(win)
+    return win
+
+
+def coin_mask() -> np.ndarray:
+    """The coins, segmented as scikit-image's examples do (Otsu, fill holes, open)."""
+    coins = data.coins()
+    mask = coins > filters.threshold_otsu(coins)
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
+    return ndimage.binary_opening(mask, iterations=3)
+
+
+@pytest.fixture
+def coins(window, tmp_path) -> Path:
+    path = tmp_path / "coins.png"
+    cv2.imwrite(str(path), data.coins())
+    assert window.open_paths([str(path)])
+    window.workspace.session.replace_plane(coin_mask().astype(np.uint8))
+    panel = window.instances_panel
+    panel.edit_mode.setChecked(True)
+    panel.split_class_map()
+    return path
+
+
+def centre(window, ident: int) -> tuple[float, float]:
+    x0, y0, x1, y1 = window.instances_panel._stats[ident].bbox
+    labels = window.workspace.instance_session().labels
+    ys, xs = np.nonzero(labels == ident)
+    k = np.argmin((xs - (x0 + x1) / 2) ** 2 + (ys - (y0 + y1) / 2) ** 2)
+    return float(xs[k]), float(ys[k])
+
+
+def test_split_select_delete_and_undo(qtbot, window, coins):
+    ws, panel, canvas = window.workspace, window.instances_panel, window.canvas
+    labels = ws.instance_session().labels
+    components, count = ndimage.label(coin_mask(), ndimage.generate_binary_structure(2, 2))
+    assert panel.table.rowCount() == count == len(np.unique(labels)) - 1
+    # the canvas shows the instance map, one colour per coin, with a box each
+    assert canvas.overlay.labels() is labels
+    assert canvas.box_count() == count
+    window.actions_by_id["tool_select"].trigger()
+    target = 5
+    x, y = centre(window, target)
+    click(canvas.viewport(), canvas.map_image_to_widget(x, y))
+    assert panel.selected == [target]
+    assert panel.table.selectedItems()[0].data(Qt.ItemDataRole.UserRole) == target
+    area = int((labels == target).sum())
+    window.actions_by_id["delete_instance"].trigger()
+    assert not (labels == target).any() and panel.table.rowCount() == count - 1
+    window.undo()
+    assert int((ws.instance_session().labels == target).sum()) == area
+    assert panel.table.rowCount() == count
+
+
+def test_merge_split_new_and_paint(qtbot, window, coins):
+    ws, panel, canvas = window.workspace, window.instances_panel, window.canvas
+    labels = ws.instance_session().labels
+    window.actions_by_id["tool_select"].trigger()
+    a, b = 3, 4
+    click(canvas.viewport(), canvas.map_image_to_widget(*centre(window, a)))
+    click(canvas.viewport(), canvas.map_image_to_widget(*centre(window, b)),
+          modifiers=Qt.KeyboardModifier.ControlModifier)
+    assert panel.selected == [a, b]
+    both = int(((labels == a) | (labels == b)).sum())
+    panel.buttons["merge"].click()
+    assert int((labels == a).sum()) == both and not (labels == b).any()
+
+    # split coin a back with a drag of the select tool across it
+    x0, y0, x1, y1 = panel._stats[a].bbox
+    panel.select([a])
+    middle = (x0 + x1) / 2
+    drag(qtbot, canvas.viewport(),
+         line(canvas.map_image_to_widget(middle, y0 - 3), canvas.map_image_to_widget(middle,
+                                                                                    y1 + 3), 6))
+    new = panel.selected[1]
+    assert panel.selected[0] == a and (labels == new).any() and (labels == a).any()
+    assert int((labels == a).sum() + (labels == new).sum()) == both
+    assert ws.project.instances(ws.item.id)[new].class_index == 1
+
+    # a new instance, painted with the brush: only background is painted, not other coins
+    window.actions_by_id["new_instance"].trigger()
+    fresh = panel.selected[0]
+    window.tools.set_tool("brush")
+    window.tools.set_brush_size(30)
+    before = labels.copy()
+    cx, cy = centre(window, 10)
+    drag(qtbot, canvas.viewport(),
+         line(canvas.map_image_to_widget(cx, cy), canvas.map_image_to_widget(cx + 60, cy), 8))
+    painted = (labels == fresh) & (before != fresh)
+    assert painted.any() and not (before[painted] != 0).any()  # coin 10 kept its pixels
+    assert np.array_equal(labels[before != 0], before[before != 0])
+
+
+def test_class_score_slider_accept_and_flatten(qtbot, window, coins):
+    ws, panel, canvas = window.workspace, window.instances_panel, window.canvas
+    item = ws.item
+    labels = ws.instance_session().labels
+    ids = sorted(int(i) for i in np.unique(labels) if i)
+    # pretend a model found them: scores 0.05, 0.10, ...
+    ws.project.set_instances(item.id, [Instance(i, 1, round(0.05 * (n + 1), 2), "model")
+                                       for n, i in enumerate(ids)])
+    panel.refresh()
+    ws.add_class("dime")
+    panel.select(ids[:2])
+    panel.class_box.setCurrentIndex(panel.class_box.findData(2))
+    panel.buttons["set_class"].click()
+    rows = ws.project.instances(item.id)
+    assert rows[ids[0]].class_index == 2 and rows[ids[0]].reviewed
+    panel.min_score.setValue(50)  # hide scores below 0.50
+    hidden = panel.hidden_ids()
+    assert hidden == {i for i in ids if rows[i].score < 0.5}
+    assert canvas.box_count() == len(ids) - len(hidden)
+    from app.canvas.overlay import display_indices
+
+    drawn = canvas.overlay._qimage.colorTable()
+    assert all(drawn[int(display_indices(np.array([i]))[0])] == 0 for i in hidden)
+    panel.buttons["accept_all"].click()
+    rows = ws.project.instances(item.id)
+    assert all(rows[i].reviewed for i in ids if i not in hidden)
+    assert not any(rows[i].reviewed for i in hidden if i not in ids[:2])
+    panel.buttons["to_classes"].click()
+    expected = np.zeros(labels.shape, np.uint8)
+    for i in ids:
+        expected[labels == i] = rows[i].class_index
+    assert np.array_equal(ws.session.labels, expected)
+    window.close()
+    with Project.open(Path(coins).parent / ".segstudio") as project:
+        (stored,) = project.items()
+        assert np.array_equal(project.load_mask(stored, layer="instances"), labels)
+        assert project.instances(stored.id)[ids[0]].class_index == 2
+
+
+def test_instance_mode_is_for_images_only(qtbot, window, tmp_path):
+    from dicom_series import write_series
+
+    study = write_series(tmp_path / "study", [0.0, 2.5])
+    window.open_paths([str(study)])
+    panel = window.instances_panel
+    panel.edit_mode.setChecked(True)
+    assert not panel.active and "single images" in panel.status.text()
+    window.actions_by_id["new_instance"].trigger()
+    assert "Edit instances" in window.statusBar().currentMessage()
