@@ -6,7 +6,10 @@ as torchvision does); the module is imported only when the model is built, so li
 
 Builders of semantic models take ``num_classes`` and ``in_channels`` (plus family options) and
 return an ``nn.Module`` mapping a float tensor (N, in_channels, H, W) to logits
-(N, num_classes, H, W) for any H, W.
+(N, num_classes, H, W) for any H, W. Instance models (task ``"instance"``) take the same two
+arguments (``num_classes`` counts the background) and return torchvision's detection modules
+(a list of images -> a list of dicts of boxes, labels, scores and masks); see
+:mod:`core.inference.instances`.
 """
 
 from __future__ import annotations
@@ -129,5 +132,14 @@ for _info in (
     ModelInfo("transunet", "semantic", "image", "core.models.transunet:transunet",
               "Chen et al., arXiv 2021 (TransUNet)",
               "CNN stem + ViT encoder + U-Net decoder with skips"),
+    ModelInfo("maskrcnn_resnet50_fpn", "instance", "image",
+              "core.models.maskrcnn:maskrcnn_resnet50_fpn", "He et al., ICCV 2017 (Mask R-CNN)",
+              "Mask R-CNN, ResNet-50 + FPN backbone, RoIAlign heads (torchvision)",
+              weights_attr="core.models.maskrcnn:WEIGHTS"),
+    ModelInfo("maskrcnn_resnet50_fpn_v2", "instance", "image",
+              "core.models.maskrcnn:maskrcnn_resnet50_fpn_v2",
+              "He et al., ICCV 2017 (Mask R-CNN); Li et al., arXiv 2021 (ViTDet benchmark recipe)",
+              "Mask R-CNN v2: batch-normalised heads, improved training recipe (torchvision)",
+              weights_attr="core.models.maskrcnn:WEIGHTS"),
 ):
     register(_info)
