@@ -797,6 +797,7 @@ class MainWindow(QMainWindow):
         self.models_panel.shutdown()
         self.assist_panel.shutdown()
         self.video_panel.shutdown()
+        self.instances_panel.shutdown()
         self.video_bar.stop()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
             if dialog is not None:

@@ -20,18 +20,25 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
     QGridLayout,
+    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSlider,
+    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.panels.model_choice import ModelChoice
+from app.worker import Job
 from app.workspace import Workspace
 from core.annotation.instances import (
     flatten,
@@ -126,6 +133,33 @@ class InstancesPanel(QWidget):
             self.buttons[name] = button
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # Detection with an instance model (Mask R-CNN)
+        self.choice = ModelChoice("instance", self, self.status.setText, lazy=True)
+        self.score_threshold = QDoubleSpinBox()
+        self.score_threshold.setRange(0.0, 1.0)
+        self.score_threshold.setSingleStep(0.05)
+        self.score_threshold.setValue(0.5)
+        self.mask_threshold = QDoubleSpinBox()
+        self.mask_threshold.setRange(0.05, 0.95)
+        self.mask_threshold.setSingleStep(0.05)
+        self.mask_threshold.setValue(0.5)
+        self.max_detections = QSpinBox()
+        self.max_detections.setRange(1, 1000)
+        self.max_detections.setValue(100)
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 8192)
+        self.tile.setSingleStep(128)
+        self.tile.setSpecialValueText("whole image")
+        self.tile.setSuffix(" px")
+        self.detect = QPushButton("Detect instances")
+        self.detect.setObjectName("detect_instances")
+        self.detect.clicked.connect(self.run_detection)
+        self.cancel = QPushButton("Cancel")
+        self.cancel.setEnabled(False)
+        self.cancel.clicked.connect(lambda: self.job.cancel() if self.job else None)
+        self.progress = QProgressBar()
+        self.job: Job | None = None
+        self._engine = None
         self._layout()
 
     def _layout(self) -> None:
@@ -153,6 +187,24 @@ class InstancesPanel(QWidget):
         grid.addWidget(b["from_classes"], 3, 0)
         grid.addWidget(b["to_classes"], 3, 1)
         layout.addLayout(grid)
+        detect = QGroupBox("Detect with a model")
+        form = QFormLayout(detect)
+        form.addRow("Model", self.choice.model)
+        form.addRow("Weights", self.choice.weights)
+        thresholds = QHBoxLayout()
+        thresholds.addWidget(QLabel("score"))
+        thresholds.addWidget(self.score_threshold)
+        thresholds.addWidget(QLabel("mask"))
+        thresholds.addWidget(self.mask_threshold)
+        form.addRow("Thresholds", thresholds)
+        form.addRow("At most", self.max_detections)
+        form.addRow("Tiles", self.tile)
+        run = QHBoxLayout()
+        run.addWidget(self.detect)
+        run.addWidget(self.progress)
+        run.addWidget(self.cancel)
+        form.addRow(run)
+        layout.addWidget(detect)
         layout.addWidget(self.status)
 
     # -- state -----------------------------------------------------------------------------------------
@@ -428,6 +480,94 @@ class InstancesPanel(QWidget):
         self.changed.emit()
         self.status.setText("The class map now follows the instances." if edit is not None
                             else "The class map already follows the instances.")
+
+    # -- detection ---------------------------------------------------------------------------------------
+    def run_detection(self) -> None:
+        """Run the chosen instance model on the open image off the UI thread."""
+        try:
+            if self.job is not None:
+                return
+            if not self.active:
+                self.edit_mode.setChecked(True)
+                if not self.active:
+                    return  # the reason is in the status line
+            ws = self.workspace
+            if ws.image_error:
+                raise SegStudioError(ws.image_error)
+            weights = self.choice.chosen_weights()
+            model = self.choice.model.currentData()
+            if model is None:
+                raise SegStudioError("No instance model is registered.")
+            classes = [c.index for c in ws.classes()]
+            num_classes = max(max(classes, default=1) + 1, 2) if weights is None else None
+            from core.inference.instances import InstanceSettings
+
+            settings = InstanceSettings(
+                score_threshold=self.score_threshold.value(),
+                mask_threshold=self.mask_threshold.value(),
+                max_detections=self.max_detections.value(), tile=self.tile.value() or None)
+        except (SegStudioError, ValueError) as err:
+            self.status.setText(str(err))
+            return
+        image, item_id = ws.image_plane(), ws.item.id
+
+        def work(report, cancel):
+            from core.inference.engine import InferenceEngine
+            from core.inference.instances import predict_instances
+
+            if self._engine is None:
+                self._engine = InferenceEngine()
+            loaded = self._engine.load(model, weights=weights, num_classes=num_classes)
+            return predict_instances(loaded, image, settings, report=report, cancel=cancel,
+                                     engine=self._engine)
+
+        self.job = Job(work, self)
+        self.job.progress.connect(lambda done, total: (self.progress.setMaximum(max(total, 1)),
+                                                       self.progress.setValue(done)))
+        self.job.succeeded.connect(lambda result: self._detected(item_id, model, result))
+        self.job.failed.connect(self._detection_failed)
+        self.detect.setEnabled(False)
+        self.cancel.setEnabled(True)
+        self.status.setText(f"Running {model}…")
+        self.job.start()
+
+    def _detection_done(self) -> None:
+        self.job = None
+        self.detect.setEnabled(True)
+        self.cancel.setEnabled(False)
+
+    def _detection_failed(self, message: str) -> None:
+        self._detection_done()
+        self.status.setText(message)
+
+    def _detected(self, item_id: int, model: str, prediction) -> None:
+        """The detections become the instance map (one undo step) and model rows; what the
+        model said is kept aside to measure the corrections later."""
+        from core.inference.instances import to_coco_results
+
+        self._detection_done()
+        ws = self.workspace
+        if ws.item is None or ws.item.id != item_id or not self.active:
+            self.status.setText("The image changed while the model ran: its result was dropped.")
+            return
+        labels = prediction.labels.astype(np.int64)
+        ws.ensure_classes(prediction.class_names, labels)
+        rows = [Instance(k + 1, int(labels[k]), float(prediction.scores[k]), "model")
+                for k in range(prediction.num_instances)]
+        ws.project.delete_instances(item_id)
+        ws.project.set_instances(item_id, rows)
+        ws.project.save_predictions(item_id, model, to_coco_results(prediction, item_id))
+        self.session().replace_plane(prediction.instance_map.astype(np.uint32))
+        self.selected = []
+        self.refresh()
+        self.changed.emit()
+        self.status.setText(" ".join([f"{model} found {prediction.num_instances} instance(s) "
+                                      f"on {prediction.device}.", *prediction.notes]))
+
+    def shutdown(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            self.job.wait()
 
     def _guard(self, action) -> None:
         try:

@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
-    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -30,12 +29,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.panels.model_choice import ModelChoice
 from app.worker import Job
 from app.workspace import Workspace
 from core.errors import SegStudioError
-from core.models import list_models, model_info
 
-CHECKPOINT = "__checkpoint__"
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -78,13 +76,10 @@ class ModelsPanel(QWidget):
         self._progress_text = ""  # "Every coronal slice" while such a run reports progress
         self._engine: Any = None
         self._engine_key: tuple | None = None
-        self.model = QComboBox()
-        self.model.setObjectName("model_combo")
-        for name in list_models("semantic"):
-            self.model.addItem(name, name)
-            self.model.setItemData(self.model.count() - 1, model_info(name).paper, 3)
-        self.weights = QComboBox()
-        self.weights.setObjectName("weights_combo")
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.choice = ModelChoice("semantic", self, self.status.setText)
+        self.model, self.weights = self.choice.model, self.choice.weights
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.tile = QSpinBox()
@@ -99,8 +94,6 @@ class ModelsPanel(QWidget):
         self.confidence = QCheckBox("Show confidence")
         self.confidence.setObjectName("confidence_toggle")
         self.progress = QProgressBar()
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.buttons = {scope: QPushButton(text) for scope, text in (
             ("current", "Run on item"), ("volume", "Every slice (this view)"), ("all", "All items"),
             ("not_done", "Items not done"))}
@@ -108,12 +101,9 @@ class ModelsPanel(QWidget):
         self.cancel.setEnabled(False)
         self.cancel.clicked.connect(self._cancel)
         self._layout()
-        self.model.currentIndexChanged.connect(self._fill_weights)
-        self.weights.activated.connect(self._maybe_browse)
         for scope, button in self.buttons.items():
             button.setObjectName(f"run_{scope}")
             button.clicked.connect(lambda _c=False, s=scope: self.run(s))
-        self._fill_weights()
         for signal in (workspace.item_opened, workspace.view_axis_changed,
                        workspace.project_changed):
             signal.connect(self._describe_volume_run)
@@ -151,43 +141,9 @@ class ModelsPanel(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-    # -- weights ------------------------------------------------------------------------------------
-    def _fill_weights(self) -> None:
-        """Untrained, the model's published weights (importing its family, hence torch), a file."""
-        self.weights.clear()
-        self.weights.addItem("Untrained (random weights: for testing)", None)
-        name = self.model.currentData()
-        try:
-            published = model_info(name).weights() if name else {}
-        except Exception as err:  # a broken family must not break the panel
-            published = {}
-            self.status.setText(f"Could not list the weights of {name}: {err}")
-        if published:
-            from core.models.loading import cached_weights_path  # torch: already loaded
-
-            for key, record in published.items():
-                where = "" if cached_weights_path(record) else "  (not on this machine)"
-                self.weights.addItem(f"{key}{where}", key)
-        self.weights.addItem("Checkpoint file…", CHECKPOINT)
-        if published:
-            self.weights.setCurrentIndex(1)
-
-    def _maybe_browse(self) -> None:
-        if self.weights.currentData() != CHECKPOINT:
-            return
-        path, _ = QFileDialog.getOpenFileName(self, "Model checkpoint", "",
-                                              "Checkpoints (*.pt *.pth);;All files (*)")
-        if path:
-            self.weights.insertItem(self.weights.count() - 1, path, path)
-            self.weights.setCurrentIndex(self.weights.count() - 2)
-        else:
-            self.weights.setCurrentIndex(0)
-
     # -- running ------------------------------------------------------------------------------------
     def request(self, scope: str) -> RunRequest:
-        weights = self.weights.currentData()
-        if weights == CHECKPOINT:
-            raise SegStudioError("Choose a checkpoint file first.")
+        weights = self.choice.chosen_weights()
         classes = self.workspace.classes()
         num_classes = max((c.index for c in classes), default=1) + 1
         ws = self.workspace

@@ -63,7 +63,7 @@ def centre(window, ident: int) -> tuple[float, float]:
 def test_split_select_delete_and_undo(qtbot, window, coins):
     ws, panel, canvas = window.workspace, window.instances_panel, window.canvas
     labels = ws.instance_session().labels
-    components, count = ndimage.label(coin_mask(), ndimage.generate_binary_structure(2, 2))
+    _components, count = ndimage.label(coin_mask(), ndimage.generate_binary_structure(2, 2))
     assert panel.table.rowCount() == count == len(np.unique(labels)) - 1
     # the canvas shows the instance map, one colour per coin, with a box each
     assert canvas.overlay.labels() is labels
@@ -170,3 +170,34 @@ def test_instance_mode_is_for_images_only(qtbot, window, tmp_path):
     assert not panel.active and "single images" in panel.status.text()
     window.actions_by_id["new_instance"].trigger()
     assert "Edit instances" in window.statusBar().currentMessage()
+
+
+def test_detect_instances_with_mask_rcnn(qtbot, window, tmp_path):
+    """An untrained Mask R-CNN (no download possible here) through the real path: model built
+    with weights=None, detections become model rows with their scores, one undo step, and the
+    prediction is kept to measure corrections later."""
+    path = tmp_path / "coffee.png"
+    cv2.imwrite(str(path), cv2.resize(data.coffee(), (160, 120))[..., ::-1])
+    window.open_paths([str(path)])
+    ws, panel = window.workspace, window.instances_panel
+    panel.choice.ensure_filled()
+    panel.choice.model.setCurrentIndex(panel.choice.model.findData("maskrcnn_resnet50_fpn"))
+    panel.choice.weights.setCurrentIndex(0)  # untrained
+    panel.score_threshold.setValue(0.0)
+    panel.max_detections.setValue(5)
+    panel.detect.click()
+    assert panel.active  # detecting turns instance mode on
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120000)
+    assert "found" in panel.status.text(), panel.status.text()
+    labels = ws.instance_session().labels
+    rows = ws.project.instances(ws.item.id)
+    present = sorted(int(i) for i in np.unique(labels) if i)
+    assert all(rows[i].source == "model" and rows[i].score is not None for i in present)
+    found = int(panel.status.text().split("found ")[1].split(" ")[0])
+    assert len(rows) == found <= 5 and present  # scores of an untrained network pass 0.0
+    assert [rows[i].score for i in sorted(rows)] == sorted((r.score for r in rows.values()),
+                                                           reverse=True)  # id 1 = best
+    kept = ws.project.load_predictions(ws.item.id)
+    assert kept is not None and kept[0] == "maskrcnn_resnet50_fpn" and len(kept[1]) == found
+    window.undo()
+    assert not ws.instance_session().labels.any()
