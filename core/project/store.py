@@ -305,14 +305,7 @@ class Project:
                                  volume_index=volume_index)
         if found is not None:
             return found
-        with self._write() as db:
-            start = max((i.position for i in existing), default=-1) + 1
-            cur = db.execute(
-                "INSERT INTO items (name, path, abs_path, kind, height, width, frames, extra, "
-                "position) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, start),
-            )
-        return self.item(int(cur.lastrowid))
+        return self._append_item(row, existing)
 
     def add_video(self, path: str | os.PathLike) -> Item:
         """Add a video file (mp4/avi/mov/mkv/webm) or a folder of frames as one item; adding
@@ -321,6 +314,11 @@ class Project:
         found, row = plan_video(self.folder, path, existing)
         if found is not None:
             return found
+        return self._append_item(row, existing)
+
+    def _append_item(self, row: tuple, existing: list[Item]) -> Item:
+        """Insert a planned volume/video row (name, path, abs_path, kind, height, width,
+        frames, extra) at the end of the item list."""
         with self._write() as db:
             start = max((i.position for i in existing), default=-1) + 1
             cur = db.execute(

@@ -14,22 +14,8 @@ from PySide6.QtCore import Qt
 from scipy import ndimage
 from skimage import data, filters
 
-from app.main_window import MainWindow
 from core.project.items import Instance
 from core.project.store import Project
-
-
-@pytest.fixture
-def window(qtbot, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
-    win = MainWindow()
-    qtbot.add_widget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.wait_exposed(win)
-    return win
 
 
 def coin_mask() -> np.ndarray:

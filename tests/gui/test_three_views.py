@@ -16,21 +16,6 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from app.main_window import MainWindow
-
-
-@pytest.fixture
-def window(qtbot, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
-    win = MainWindow()
-    qtbot.add_widget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.wait_exposed(win)
-    return win
-
 
 @pytest.fixture
 def brain(tmp_path) -> Path:

@@ -14,24 +14,11 @@ import pytest
 from PySide6.QtCore import Qt
 from skimage import data
 
-from app.main_window import MainWindow
 from core.project.store import Project
 
 SHIFT = 2  # px a frame the synthetic pan moves
 
 
-@pytest.fixture
-def window(qtbot, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
-    win = MainWindow()
-    qtbot.add_widget(win)
-    win.resize(1200, 800)
-    win.show()
-    qtbot.wait_exposed(win)
-    yield win
-    win.close()
 
 
 def real_clip(tmp_path: Path) -> Path:

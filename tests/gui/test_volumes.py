@@ -19,19 +19,6 @@ from app.main_window import MainWindow
 from core.project.store import Project
 
 
-@pytest.fixture
-def window(qtbot, monkeypatch):
-    from PySide6.QtWidgets import QMessageBox
-
-    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: None)
-    win = MainWindow()
-    qtbot.add_widget(win)
-    win.resize(1000, 700)
-    win.show()
-    qtbot.wait_exposed(win)
-    return win
-
-
 def test_open_a_dicom_series_page_and_paint_a_slice(qtbot, window, tmp_path):
     study = write_series(tmp_path / "study", [7.5, 0.0, 5.0, 2.5])  # written out of order
     assert window.open_paths([str(study)])
