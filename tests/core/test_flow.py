@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import colorsys
 import importlib
-import socket
 import threading
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -203,31 +202,16 @@ def test_bad_methods_parameters_and_frames_are_refused() -> None:
 
 # -- RAFT -----------------------------------------------------------------------------------------------
 @pytest.fixture
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def torch_home(empty_torch_home: Path) -> Path:
     """An empty TORCH_HOME and no networks kept from other tests."""
-    import torch
-
     from core.flow import raft
 
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    home = empty_torch_home
     raft.clear_network_cache()
     yield home
     raft.clear_network_cache()
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every socket connection attempt is recorded and refused."""
-    attempts: list[object] = []
-
-    def refuse(self: socket.socket, address: object) -> None:
-        attempts.append(address)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    return attempts
 
 
 @pytest.mark.parametrize("size", [(64, 96), (61, 90), (136, 130)])

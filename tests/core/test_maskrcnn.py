@@ -10,7 +10,6 @@ same interface whose outputs are known: it "detects" saturated red (class 1) and
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,26 +56,11 @@ def two_threads() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty TORCH_HOME (torch.hub.get_dir() reads it on every call)."""
-    home = tmp_path / "torch-home"
-    monkeypatch.setenv("TORCH_HOME", str(home))
-    monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    return home
+def torch_home(empty_torch_home: Path) -> Path:
+    """Every test of this file runs with an empty TORCH_HOME (tests/core/conftest.py)."""
+    return empty_torch_home
 
 
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Every socket connection attempt is recorded and refused."""
-    attempts: list[object] = []
-
-    def refuse(self: socket.socket, address: object) -> None:
-        attempts.append(address)
-        raise OSError("network disabled by the test")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
-    return attempts
 
 
 @pytest.fixture(scope="module")
