@@ -11,15 +11,18 @@ Usage::
     segstudio-cli project create DIR [--classes FILE.json]
     segstudio-cli project add DIR PATH... [--no-recursive] [--series UID] [--volume N] [--video]
     segstudio-cli project list DIR
-    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg|frames --out DIR [--subset NAME]
-                         [--copy-originals] [--items done|all] [--video-frames annotated|all]
+    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg|frames|coco|yolo --out DIR
+                         [--subset NAME] [--copy-originals] [--items done|all]
+                         [--video-frames annotated|all] [--polygons] [--from-classes]
     segstudio-cli import PROJECT --format voc|index DIR
+    segstudio-cli import PROJECT --format coco DIR|FILE.json [--skip-bad]
     segstudio-cli import PROJECT --format nifti FILE.nii[.gz] --item NAME
     segstudio-cli models [--task TASK] [--params] [--json]
     segstudio-cli predict --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
                           [--tile N --overlap F] INPUT... (--out DIR | --project DIR)
     segstudio-cli flow VIDEO --method farneback|dis|lk|raft [--raft-model small|large] [--frames A:B]
                        [--step K] --out FILE.npz [--viz DIR] [--weights FILE] [--device auto|cpu|cuda|mps]
+    segstudio-cli evaluate PROJECT [--items all|done] [--json]
     segstudio-cli install-desktop
 """
 
@@ -40,8 +43,9 @@ from core.errors import SegStudioError
 
 PROG = "segstudio-cli"
 # Kept literal so --help stays fast; checked against the registries.
-FORMATS = ("voc", "index", "nifti", "dicom-seg", "frames")  # export
-IMPORT_FORMATS = ("voc", "index")  # dataset folders (core.export.IMPORT_FORMATS)
+FORMATS = ("voc", "index", "nifti", "dicom-seg", "frames", "coco", "yolo")  # export
+INSTANCE_FORMATS = ("coco", "yolo")  # export instance maps (core.export.INSTANCE_FORMATS)
+IMPORT_FORMATS = ("voc", "index", "coco")  # datasets (core.export.IMPORT_FORMATS)
 VOLUME_IMPORT_FORMATS = ("nifti",)  # one label file into one volume item (--item)
 REPORT_HINT = "please report this with the command you ran"
 
@@ -280,16 +284,28 @@ def cmd_export(args: argparse.Namespace) -> int:
         options["video_frames"] = args.video_frames or "annotated"
     elif args.video_frames is not None:
         raise CliError(f"--video-frames applies to the frames format only, not {args.format}.")
+    for flag, option in (("--polygons", "polygons"), ("--from-classes", "from_classes")):
+        if option in export_options(args.format):
+            options[option] = getattr(args, option)
+        elif getattr(args, option):
+            formats = [f for f in FORMATS if option in export_options(f)]
+            raise CliError(f"{flag} applies to the {' and '.join(formats)} format"
+                           f"{'s' if len(formats) > 1 else ''} only, not {args.format}.")
+    instances = args.format in INSTANCE_FORMATS
     bar = _ProgressBar(f"export {args.format}")
     with _open_project(args.project, read_only=True) as project:  # reads only
         items = [item for item in project.items() if item.state == "done"
-                 or (args.items == "all" and has_labels(project, item))]
+                 or (args.items == "all" and (has_labels(project, item) or (
+                     instances and project.has_instances(item.id))))]
         try:
             result = export_project(project, args.format, Path(args.out).expanduser(),
                                     items=items, report=bar, **options)
         finally:
             bar.close()
-    if result.count == 0:
+    if result.count == 0 and result.skipped:
+        print("warning: nothing exported: every item was skipped (reasons below)",
+              file=sys.stderr)
+    elif result.count == 0:
         print("warning: nothing to export: no item has a mask or is marked done",
               file=sys.stderr)
     for name, reason in result.skipped:
@@ -309,13 +325,22 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.item is not None:
         raise CliError(f"--item applies to the {', '.join(VOLUME_IMPORT_FORMATS)} format only; "
                        f"{args.format} imports a dataset folder.")
-    from core.export import import_dataset
+    from core.export import import_dataset, import_options
+    from core.export.coco import BadEntryError
 
+    options: dict[str, Any] = {}
+    if "skip_bad" in import_options(args.format):
+        options["skip_bad"] = args.skip_bad
+    elif args.skip_bad:
+        raise CliError(f"--skip-bad applies to the coco format only; {args.format} imports "
+                       "all masks or none.")
     folder = _existing_path(args.dir)
     bar = _ProgressBar(f"import {args.format}")
     with _open_project(args.project) as project:
         try:
-            result = import_dataset(project, args.format, folder, report=bar)
+            result = import_dataset(project, args.format, folder, report=bar, **options)
+        except BadEntryError as err:  # one bad entry of a COCO file
+            raise CliError(f"{err} (--skip-bad imports the other entries)") from err
         finally:
             bar.close()
     for name, reason in result.skipped:
@@ -349,6 +374,63 @@ def _import_label_volume(args: argparse.Namespace) -> int:
     _print_json({"file": str(path), "format": args.format, "item": args.item,
                  "labelled_voxels": voxels})
     return 0
+
+
+# -- evaluate --------------------------------------------------------------------------------------
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """COCO AP of each item's kept model predictions against its current instance map."""
+    from core.metrics import evaluate_instances
+
+    gt: dict[str, Any] = {}
+    predictions: dict[str, list] = {}
+    models: dict[str, str] = {}
+    skipped: list[tuple[str, str]] = []
+    with _open_project(args.project, read_only=True) as project:
+        for item in project.items():
+            if args.items == "done" and item.state != "done":
+                continue
+            kept = project.load_predictions(item.id)
+            if kept is None:
+                continue
+            if item.kind != "image" or item.frames > 1:
+                skipped.append((item.name, "instances are per 2-D image"))
+                continue
+            models[item.name], predictions[item.name] = kept
+            gt[item.name] = (project.load_mask(item, layer="instances"),
+                             project.instances(item.id))
+    if not gt:
+        which = "marked done " if args.items == "done" else ""
+        raise CliError(f"Nothing to evaluate: no item {which}has kept model predictions.")
+    result = evaluate_instances(gt, predictions)
+    for name, reason in skipped:
+        print(f"warning: {name}: {reason}", file=sys.stderr)
+    data = result.to_json()
+    for row in data["per_image"]:
+        row["model"] = models[row["image"]]
+    data["skipped"] = [{"name": n, "reason": r} for n, r in skipped]
+    if args.json:
+        _print_json(data)
+    else:
+        _print_evaluation_table(data)
+    return 0
+
+
+def _print_evaluation_table(data: dict[str, Any]) -> None:
+    def ap(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = [(row["image"], str(row["ground_truth"]), str(row["predictions"]),
+             *(ap(row[kind][key]) for kind in ("mask", "box") for key in ("ap", "ap50", "ap75")))
+            for row in data["per_image"]]
+    rows.append(("(all)", str(data["ground_truth"]), str(data["predictions"]),
+                 *(ap(data[kind][key]) for kind in ("mask", "box") for key in ("ap", "ap50",
+                                                                               "ap75"))))
+    header = ("item", "gt", "pred", "mask AP", "AP50", "AP75", "box AP", "AP50", "AP75")
+    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(len(header))]
+    for row in (header, *rows):
+        cells = [row[0].ljust(widths[0])] + [v.rjust(w) for v, w in zip(row[1:], widths[1:],
+                                                                        strict=True)]
+        print("  ".join(cells))
 
 
 def cmd_install_desktop(args: argparse.Namespace) -> int:
@@ -385,16 +467,35 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--video-frames", choices=("annotated", "all"),
                         help="frames: write the annotated frames of each video (default), or "
                              "all of them (frames without labels as zeros)")
+    export.add_argument("--polygons", action="store_true",
+                        help="coco: segmentations as polygons instead of RLE (holes are filled)")
+    export.add_argument("--from-classes", action="store_true",
+                        help="coco, yolo: split the class map of items without an instance map "
+                             "into instances (connected components)")
     export.set_defaults(handler=cmd_export)
 
     imp = commands.add_parser("import", help="import a dataset's masks into a project")
     imp.add_argument("project", metavar="PROJECT")
     imp.add_argument("--format", required=True, choices=IMPORT_FORMATS + VOLUME_IMPORT_FORMATS)
     imp.add_argument("dir", metavar="DIR",
-                     help="dataset folder (voc, index) or label file (nifti: .nii/.nii.gz)")
+                     help="dataset folder (voc, index), COCO folder or annotation .json (coco), "
+                          "or label file (nifti: .nii/.nii.gz)")
     imp.add_argument("--item", metavar="NAME",
                      help="nifti: the volume item (its name) the labels belong to")
+    imp.add_argument("--skip-bad", action="store_true",
+                     help="coco: import the good entries and list the bad ones (default: a bad "
+                          "entry imports nothing)")
     imp.set_defaults(handler=cmd_import)
+
+    evaluate = commands.add_parser("evaluate", help="COCO mask and box AP of the kept model "
+                                                    "predictions against the corrected instances")
+    evaluate.add_argument("project", metavar="PROJECT")
+    evaluate.add_argument("--items", choices=("all", "done"), default="all",
+                          help="all: every item with kept predictions (default); done: those "
+                               "marked done")
+    evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a "
+                                                               "table")
+    evaluate.set_defaults(handler=cmd_evaluate)
 
     add_model_parsers(commands)
     add_video_parsers(commands)

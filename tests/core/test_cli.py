@@ -195,8 +195,9 @@ def test_export_only_done_items(annotated_project: Path, tmp_path: Path) -> None
 
 
 def test_bad_format_is_a_usage_error(annotated_project: Path, tmp_path: Path) -> None:
-    result = run_cli("export", annotated_project, "--format", "coco", "--out", tmp_path / "o")
-    assert result.returncode == 2 and "invalid choice: 'coco'" in result.stderr
+    result = run_cli("export", annotated_project, "--format", "cityscapes", "--out",
+                     tmp_path / "o")
+    assert result.returncode == 2 and "invalid choice: 'cityscapes'" in result.stderr
     assert not (tmp_path / "o").exists()
     assert run_cli("export", annotated_project).returncode == 2
     assert run_cli("frobnicate").returncode == 2
