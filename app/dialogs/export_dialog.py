@@ -10,12 +10,20 @@ from app.dialogs.job_dialog import JobDialog
 from core.project.store import Project
 
 FORMATS = (("voc", "Pascal VOC segmentation (palette PNG + JPEG)"),
-           ("index", "Index PNG (one uint8/uint16 PNG per item + classes.json)"))
+           ("index", "Index PNG (one uint8/uint16 PNG per item + classes.json)"),
+           ("coco", "COCO instances (JSON, RLE or polygons; + model predictions)"),
+           ("yolo", "YOLO segmentation (Ultralytics txt polygons + data.yaml)"),
+           ("nifti", "NIfTI label volumes (volumes, with their affine)"),
+           ("dicom-seg", "DICOM-SEG (volumes from DICOM series)"),
+           ("frames", "Video frames (index PNG per annotated frame)"))
+IMPORT_FORMATS = (("voc", "Pascal VOC segmentation folder"),
+                  ("index", "Index PNG folder (+ classes.json)"),
+                  ("coco", "COCO instances (folder or JSON file)"))
 
 
-def format_box() -> QComboBox:
+def format_box(formats: tuple[tuple[str, str], ...] = FORMATS) -> QComboBox:
     box = QComboBox()
-    for key, text in FORMATS:
+    for key, text in formats:
         box.addItem(text, key)
     return box
 
@@ -34,10 +42,23 @@ class ExportDialog(JobDialog):
         self.form.addRow("Format", self.format)
         self.folder_row("Output folder", self.out_dir, "Export to folder")
         self.only_done = QCheckBox("Only items marked done")
-        self.copy_originals = QCheckBox("Copy original images instead of converting to JPEG")
-        self.extra.addWidget(self.only_done)
-        self.extra.addWidget(self.copy_originals)
-        self.resize(560, 240)
+        self.copy_originals = QCheckBox("Copy the original images")
+        self.polygons = QCheckBox("Polygons instead of RLE (COCO)")
+        self.from_classes = QCheckBox("Items without instances: one per connected component")
+        for box in (self.only_done, self.copy_originals, self.polygons, self.from_classes):
+            self.extra.addWidget(box)
+        self.format.currentIndexChanged.connect(self._show_options)
+        self._show_options()
+        self.resize(600, 280)
+
+    def _show_options(self) -> None:
+        """Offer only the options the chosen format takes."""
+        from core.export import export_options
+
+        options = export_options(self.format.currentData())
+        for name, box in (("copy_originals", self.copy_originals), ("polygons", self.polygons),
+                          ("from_classes", self.from_classes)):
+            box.setVisible(name in options)
 
     def start(self) -> None:
         from core.export import export_project
@@ -50,8 +71,12 @@ class ExportDialog(JobDialog):
         items = None
         if self.only_done.isChecked():
             items = [i for i in self.project.items() if i.state == "done"]
-        options = {"copy_originals": True} if self.copy_originals.isChecked() and fmt == "voc" \
-            else {}
+        from core.export import export_options
+
+        accepted = export_options(fmt)
+        options = {name: box.isChecked() for name, box in (
+            ("copy_originals", self.copy_originals), ("polygons", self.polygons),
+            ("from_classes", self.from_classes)) if name in accepted}
 
         def run(report, cancel):
             return export_project(self.project, fmt, Path(out), items=items, report=report,

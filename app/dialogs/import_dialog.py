@@ -1,11 +1,11 @@
-"""File > Import labels: read a VOC or index-PNG dataset folder into the open project, or a NIfTI
+"""File > Import labels: read a VOC, index-PNG or COCO dataset into the open project, or a NIfTI
 label volume onto the open volume item."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QFileDialog, QLineEdit, QPushButton, QWidget
+from PySide6.QtWidgets import QCheckBox, QFileDialog, QLineEdit, QPushButton, QWidget
 
-from app.dialogs.export_dialog import format_box
+from app.dialogs.export_dialog import IMPORT_FORMATS, format_box
 from app.dialogs.job_dialog import JobDialog
 from core.project.items import Item
 from core.project.store import Project
@@ -20,7 +20,7 @@ class ImportDialog(JobDialog):
         super().__init__("Import labels", "Import", cancellable=False, parent=parent)
         self.project = project
         self.volume_item = volume_item
-        self.format = format_box()
+        self.format = format_box(IMPORT_FORMATS)
         self.folder = QLineEdit()
         self.folder.setObjectName("import_dir")
         self.form.addRow("Format", self.format)
@@ -31,7 +31,12 @@ class ImportDialog(JobDialog):
             choose_file = QPushButton("NIfTI file…")
             choose_file.clicked.connect(self._choose_nifti)
             self.form.addRow("", choose_file)
-        self.resize(560, 220)
+        self.skip_bad = QCheckBox("Skip bad entries and import the rest (COCO)")
+        self.extra.addWidget(self.skip_bad)
+        self.format.currentIndexChanged.connect(
+            lambda _i: self.skip_bad.setVisible(self.format.currentData() == "coco"))
+        self.skip_bad.setVisible(False)
+        self.resize(560, 240)
 
     def _choose_nifti(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Label volume", "",
@@ -53,7 +58,8 @@ class ImportDialog(JobDialog):
                 from core.export.volume_import import import_label_volume
 
                 return import_label_volume(self.project, self.volume_item, folder)
-            return import_dataset(self.project, fmt, folder, report=report)
+            options = {"skip_bad": self.skip_bad.isChecked()} if fmt == "coco" else {}
+            return import_dataset(self.project, fmt, folder, report=report, **options)
 
         self.run_job(run, "Importing…")
 

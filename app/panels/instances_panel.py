@@ -126,7 +126,8 @@ class InstancesPanel(QWidget):
                 ("accept_selected", "Accept selected", lambda: self.accept(self.selected)),
                 ("accept_all", "Accept all", lambda: self.accept(None)),
                 ("from_classes", "Split class map", self.split_class_map),
-                ("to_classes", "Flatten to class map", self.flatten_to_class_map)):
+                ("to_classes", "Flatten to class map", self.flatten_to_class_map),
+                ("compare", "Compare with the model", self.compare_with_model)):
             button = QPushButton(text)
             button.setObjectName(f"instances_{name}")
             button.clicked.connect(lambda _c=False, s=slot: self._guard(s))
@@ -186,6 +187,7 @@ class InstancesPanel(QWidget):
         grid.addWidget(b["accept_all"], 2, 1)
         grid.addWidget(b["from_classes"], 3, 0)
         grid.addWidget(b["to_classes"], 3, 1)
+        grid.addWidget(b["compare"], 3, 2)
         layout.addLayout(grid)
         detect = QGroupBox("Detect with a model")
         form = QFormLayout(detect)
@@ -480,6 +482,35 @@ class InstancesPanel(QWidget):
         self.changed.emit()
         self.status.setText("The class map now follows the instances." if edit is not None
                             else "The class map already follows the instances.")
+
+    def compare_with_model(self) -> str:
+        """How much the person changed the model's detections: COCO mask and box AP of what the
+        model predicted on this image against the instances now (1.0: nothing fixed)."""
+        from core.metrics import EvaluationError, evaluate_instances
+
+        ws = self.workspace
+        if ws.item is None or ws.project is None:
+            raise SegStudioError("Open an image first.")
+        kept = ws.project.load_predictions(ws.item.id)
+        if kept is None:
+            raise SegStudioError("No model has detected instances on this image yet.")
+        model, results = kept
+        labels = self.session().labels if self.active else \
+            ws.project.load_mask(ws.item, layer="instances")
+        try:
+            result = evaluate_instances({ws.item.id: (labels, ws.project.instances(ws.item.id))},
+                                        {ws.item.id: results}, per_image=False)
+        except EvaluationError as err:
+            raise SegStudioError(str(err)) from err
+
+        def show(value: float | None) -> str:
+            return "n/a" if value is None else f"{value:.3f}"
+
+        text = (f"{model} against your corrections: mask AP {show(result.mask.ap)} "
+                f"(AP50 {show(result.mask.ap50)}), box AP {show(result.box.ap)}; 1.000 means "
+                "you changed nothing.")
+        self.status.setText(text)
+        return text
 
     # -- detection ---------------------------------------------------------------------------------------
     def run_detection(self) -> None:

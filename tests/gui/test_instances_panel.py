@@ -187,3 +187,70 @@ def test_detect_instances_with_mask_rcnn(qtbot, window, tmp_path):
     assert kept is not None and kept[0] == "maskrcnn_resnet50_fpn" and len(kept[1]) == found
     window.undo()
     assert not ws.instance_session().labels.any()
+
+
+def test_compare_with_the_model_measures_the_corrections(qtbot, window, coins):
+    """The kept prediction is what a model said; after the person deletes one instance the
+    comparison drops below 1.0 (how much did the person have to fix?)."""
+    from core.export.coco import encode_rle
+
+    ws, panel = window.workspace, window.instances_panel
+    item = ws.item
+    labels = ws.instance_session().labels
+    rows = ws.project.instances(item.id)
+    results = []
+    for ident in sorted(rows):
+        mask = labels == ident
+        ys, xs = np.nonzero(mask)
+        results.append({"image_id": item.id, "category_id": rows[ident].class_index,
+                        "segmentation": encode_rle(mask), "score": 0.9,
+                        "bbox": [float(xs.min()), float(ys.min()), float(np.ptp(xs) + 1),
+                                 float(np.ptp(ys) + 1)]})
+    ws.project.save_predictions(item.id, "test model", results)
+    panel.buttons["compare"].click()
+    assert "mask AP 1.000" in panel.status.text() and "box AP 1.000" in panel.status.text()
+    panel.select([sorted(rows)[0]])
+    panel.delete_selected()  # the person removes a detection they judge wrong
+    panel.buttons["compare"].click()
+    ap = float(panel.status.text().split("mask AP ")[1].split(" ")[0])
+    assert 0.5 < ap < 1.0
+
+
+def test_export_and_import_coco_from_the_dialogs(qtbot, window, coins, tmp_path):
+    import json
+
+    from PySide6.QtWidgets import QDialog
+
+    ws = window.workspace
+    labels = ws.instance_session().labels.copy()
+    ws.instance_session().checkpoint()
+    window.show_export()
+    dialog = window.export_dialog
+    dialog.format.setCurrentIndex(dialog.format.findData("coco"))
+    assert dialog.polygons.isVisibleTo(dialog) and not dialog.copy_originals.isHidden()
+    out = tmp_path / "coco"
+    dialog.out_dir.setText(str(out))
+    dialog.start()
+    qtbot.waitUntil(lambda: "Exported" in dialog.status.text(), timeout=30000)
+    data_out = json.loads((out / "annotations" / "instances.json").read_text())
+    assert len(data_out["annotations"]) == len(np.unique(labels)) - 1
+    dialog.done(QDialog.DialogCode.Accepted)
+
+    # a fresh project imports it back: the same instances
+    fresh = tmp_path / "again"
+    fresh.mkdir()
+    cv2.imwrite(str(fresh / "coins.png"), data.coins())
+    window.open_paths([str(fresh / "coins.png")])
+    window.show_import()
+    importer = window.import_dialog
+    importer.format.setCurrentIndex(importer.format.findData("coco"))
+    assert importer.skip_bad.isVisibleTo(importer)
+    importer.folder.setText(str(out))
+    importer.start()
+    qtbot.waitUntil(lambda: "Imported" in importer.status.text(), timeout=30000)
+    importer.done(QDialog.DialogCode.Accepted)
+    qtbot.waitUntil(lambda: window.workspace.session is not None)
+    again = window.workspace.project.load_mask(window.workspace.item, layer="instances")
+    # the same objects, maybe numbered otherwise
+    pairs = {(int(a), int(b)) for a, b in zip(labels.ravel(), again.ravel(), strict=True)}
+    assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
