@@ -10,7 +10,7 @@ import sqlite3
 
 from core.errors import SchemaTooNewError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -112,8 +112,29 @@ CREATE TABLE instance_predictions (
 );
 """
 
+# Version 4: temporal labels of videos (segments of frames with an action label) and the last
+# per-frame action scores a model gave (the timeline shows them without running it again).
+_V4 = """
+CREATE TABLE segments (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    start_frame INTEGER NOT NULL,
+    end_frame INTEGER NOT NULL,
+    label TEXT NOT NULL,
+    source TEXT NOT NULL,
+    score REAL,
+    PRIMARY KEY (item_id, start_frame)
+);
+CREATE TABLE action_scores (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    labels TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
 # Migration i is the SQL that turns a database of version i into version i + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
 
 
 def check_version(db: sqlite3.Connection, folder: str) -> int:

@@ -23,6 +23,7 @@ import numpy as np
 
 from core.annotation.classes import LabelClass, default_classes
 from core.annotation.edits import Edit
+from core.annotation.segments import Segment
 from core.errors import ProjectError, StorageFullError
 from core.project.items import (
     FRAME_STATES,
@@ -511,6 +512,53 @@ class Project:
     def has_instances(self, item_id: int) -> bool:
         """Whether the item has an instance map stored."""
         return self.has_mask(item_id, layer="instances")
+
+    # -- temporal labels ---------------------------------------------------------------------------
+    def load_segments(self, item_id: int) -> list[Segment]:
+        """The action segments of a video, by start frame."""
+        rows = self._read("SELECT start_frame, end_frame, label, source, score FROM segments "
+                          "WHERE item_id = ? ORDER BY start_frame", (item_id,))
+        return [Segment(int(a), int(b), label, source, None if score is None else float(score))
+                for a, b, label, source, score in rows]
+
+    def save_segments(self, item_id: int, segments: Iterable[Segment]) -> None:
+        """Replace the video's segments (one transaction)."""
+        rows = [(item_id, s.start, s.end, s.label, s.source, s.score) for s in segments]
+        with self._write() as db:
+            db.execute("DELETE FROM segments WHERE item_id = ?", (item_id,))
+            db.executemany("INSERT INTO segments (item_id, start_frame, end_frame, label, "
+                           "source, score) VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+    def action_labels(self) -> list[str]:
+        """The project's action vocabulary (labels of temporal segments), in order."""
+        return list(json.loads(self.meta("action_labels", "[]") or "[]"))
+
+    def set_action_labels(self, labels: Iterable[str]) -> None:
+        labels = [str(label).strip() for label in labels]
+        if any(not label for label in labels) or len(set(labels)) != len(labels):
+            raise ProjectError("Action labels must be non-empty and distinct.")
+        self.set_meta("action_labels", json.dumps(labels))
+
+    def save_action_scores(self, item_id: int, model: str, labels: list[str],
+                           scores: np.ndarray) -> None:
+        """Keep a model's per-frame class scores (T, C) of a video for the timeline."""
+        scores = np.ascontiguousarray(scores, dtype=np.float32)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO action_scores (item_id, model, labels, shape, data)"
+                       " VALUES (?, ?, ?, ?, ?)",
+                       (item_id, model, json.dumps(list(labels)), json.dumps(list(scores.shape)),
+                        zlib.compress(scores.tobytes(), 3)))
+
+    def load_action_scores(self, item_id: int) -> tuple[str, list[str], np.ndarray] | None:
+        """(model, labels, scores (T, C)) kept for a video, or None."""
+        rows = self._read("SELECT model, labels, shape, data FROM action_scores "
+                          "WHERE item_id = ?", (item_id,))
+        if not rows:
+            return None
+        model, labels, shape, data = rows[0]
+        with self._reading():
+            scores = np.frombuffer(zlib.decompress(data), np.float32).reshape(json.loads(shape))
+        return model, json.loads(labels), scores.copy()
 
     # -- video frames --------------------------------------------------------------------------------
     def frame_info(self, item_id: int) -> dict[int, FrameInfo]:
