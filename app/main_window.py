@@ -24,12 +24,14 @@ from PySide6.QtWidgets import (
 from app import settings
 from app.actions import add_menu, make_action
 from app.canvas.slice_views import SliceViews
+from app.canvas.timeline import TimelineWidget
 from app.canvas.tools import ToolController
 from app.canvas.video_bar import VideoBar
 from app.canvas.viewer import ImageCanvas, default_levels
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
 from app.dialogs.import_dialog import ImportDialog
+from app.panels.actions_panel import ActionsPanel
 from app.panels.assist_panel import AssistPanel
 from app.panels.classes_panel import ClassesPanel
 from app.panels.display_panel import DisplayPanel
@@ -58,12 +60,16 @@ class MainWindow(QMainWindow):
         self.views = SliceViews([self.canvas, *self.side_canvases])
         self.video_bar = VideoBar()
         self.video_bar.hide()
+        self.timeline = TimelineWidget()
+        self.timeline.setMaximumHeight(200)
+        self.timeline.hide()
         central = QWidget()
         column = QVBoxLayout(central)
         column.setContentsMargins(0, 0, 0, 0)
         column.setSpacing(0)
         column.addWidget(self.views, 1)
         column.addWidget(self.video_bar)
+        column.addWidget(self.timeline)
         self.setCentralWidget(central)
         self.main_axis = 0  # the cut the main canvas shows (0 axial for a typical CT)
         self._levels: tuple[float, float] | None = None  # one window for every view of an item
@@ -79,6 +85,7 @@ class MainWindow(QMainWindow):
                                         visible_box=self._visible_box)
         self.assist_panel = AssistPanel(self.workspace, lambda: self.tools.class_index)
         self.video_panel = VideoPanel(self.workspace)
+        self.actions_panel = ActionsPanel(self.workspace)
         self.instances_panel = InstancesPanel(self.workspace,
                                               lambda: self.classes_panel.selected_index())
         self.options_bar = ToolOptionsBar(self.tools, self)
@@ -92,9 +99,10 @@ class MainWindow(QMainWindow):
         self.tabifyDockWidget(docks[1], self._dock("3D", self.volume_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Video", self.video_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Instances", self.instances_panel, right))
+        self.tabifyDockWidget(docks[1], self._dock("Actions", self.actions_panel, right))
         docks[1].raise_()
         self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
-        self.resizeDocks(docks, [300, 300, 220], Qt.Orientation.Horizontal)
+        self.resizeDocks(docks, [360, 360, 220], Qt.Orientation.Horizontal)
         self.cursor_label = QLabel("")
         self.statusBar().addPermanentWidget(self.cursor_label)
         self._build_actions()
@@ -211,6 +219,15 @@ class MainWindow(QMainWindow):
         self.video_bar.frame_requested.connect(self._go_to_frame)
         self.video_panel.overlay_ready.connect(self._show_flow)
         self.video_panel.propagated.connect(self._on_propagated)
+        ap, tl = self.actions_panel, self.timeline
+        ap.track_changed.connect(lambda: tl.set_segments(ap.track.segments if ap.track else [],
+                                                         ap.selected))
+        ap.scores_changed.connect(lambda: tl.set_scores(*(ap.scores[2], ap.scores[1])
+                                                        if ap.scores else (None,)))
+        tl.frame_requested.connect(self._go_to_frame)
+        tl.segment_drawn.connect(lambda a, b: ap._guard(lambda: ap.add_segment(a, b)))
+        tl.segment_resized.connect(lambda i, a, b: ap._guard(lambda: ap.resize_segment(i, a, b)))
+        tl.segment_selected.connect(ap.select)
         ip = self.instances_panel
         ip.mode_changed.connect(self._on_instance_mode)
         ip.changed.connect(self._show_instances)
@@ -336,6 +353,10 @@ class MainWindow(QMainWindow):
             [g.name.capitalize() if volume else g.name for g in ws.geometries], 0)
         video = item.kind == "video"
         self.video_bar.setVisible(video)
+        self.timeline.setVisible(video)
+        if video:
+            self.timeline.set_frames(item.frames)
+            self.timeline.set_frame(0)
         self.video_panel.reset()
         self.canvas.set_flow_image(None)
         self.canvas.set_vectors(None)
@@ -442,6 +463,7 @@ class MainWindow(QMainWindow):
         if self._is_video():
             self._show_plane()
             self.video_bar.show_frame(self.workspace.frame)
+            self.timeline.set_frame(self.workspace.frame)
             self.video_panel.frame_shown(self.workspace.frame)
             return
         self._show_plane(axis=axis)
@@ -798,6 +820,7 @@ class MainWindow(QMainWindow):
         self.assist_panel.shutdown()
         self.video_panel.shutdown()
         self.instances_panel.shutdown()
+        self.actions_panel.shutdown()
         self.video_bar.stop()
         for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
             if dialog is not None:
