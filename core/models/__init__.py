@@ -1,5 +1,6 @@
 """Models SegStudio can build and run, in a torchvision-like registry (torch-free to list)."""
 
+from core.models.action_specs import ClipSpec, clip_spec
 from core.models.registry import (
     TASKS,
     ModelInfo,
@@ -11,5 +12,5 @@ from core.models.registry import (
 )
 from core.models.weights import Weights
 
-__all__ = ["TASKS", "ModelInfo", "UnknownModelError", "Weights", "get_model", "list_models",
-           "model_info", "register"]
+__all__ = ["TASKS", "ClipSpec", "ModelInfo", "UnknownModelError", "Weights", "clip_spec",
+           "get_model", "list_models", "model_info", "register"]

@@ -9,7 +9,11 @@ return an ``nn.Module`` mapping a float tensor (N, in_channels, H, W) to logits
 (N, num_classes, H, W) for any H, W. Instance models (task ``"instance"``) take the same two
 arguments (``num_classes`` counts the background) and return torchvision's detection modules
 (a list of images -> a list of dicts of boxes, labels, scores and masks); see
-:mod:`core.inference.instances`.
+:mod:`core.inference.instances`. Action models (task ``"action"``) take ``num_classes`` and
+``in_channels`` (channels per frame) and map a clip to class scores (B, num_classes); each
+carries a :class:`~core.models.action_specs.ClipSpec` (``ModelInfo.clip``: frames, size,
+resize, normalisation and the call convention), read with
+:func:`core.models.action_specs.clip_spec`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import SegStudioError
+from core.models.action_specs import SPECS as ACTION_SPECS
+from core.models.action_specs import ClipSpec
 from core.models.weights import Weights
 
 TASKS = ("semantic", "instance", "flow", "action")
@@ -35,7 +41,8 @@ class ModelInfo:
     Attributes:
         name: Registry name (``get_model(name)``).
         task: One of :data:`TASKS`.
-        input_kind: ``"image"`` (N, C, H, W), ``"image-pair"`` or ``"clip"``.
+        input_kind: ``"image"`` (N, C, H, W), ``"image-pair"`` or ``"clip"`` (a video clip:
+            the tensor layout is ``clip.input``).
         builder: ``"module:function"`` that builds the ``nn.Module``.
         paper: The paper it comes from (author, venue, year).
         description: One line for menus and ``segstudio-cli models``.
@@ -44,6 +51,7 @@ class ModelInfo:
             None when no published weights exist (train it, or load a checkpoint).
         fully_convolutional: Output at any input size (tiling-safe); False for models that
             must see whole patches (the sliding-window classifier).
+        clip: How an action model's input is made (task ``"action"`` only).
     """
 
     name: str
@@ -55,6 +63,7 @@ class ModelInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
     weights_attr: str | None = None
     fully_convolutional: bool = True
+    clip: ClipSpec | None = None
 
     def build(self, **kwargs: Any):
         """Build the model (imports torch and the family module)."""
@@ -79,6 +88,9 @@ def register(info: ModelInfo) -> ModelInfo:
         raise ValueError(f"model {info.name!r} registered twice")
     if info.task not in TASKS:
         raise ValueError(f"model {info.name!r}: unknown task {info.task!r}")
+    if (info.task == "action") != (info.clip is not None):
+        raise ValueError(f"model {info.name!r}: action models need a ClipSpec (clip=...), "
+                         f"models of other tasks have none")
     _MODELS[info.name] = info
     return info
 
@@ -141,5 +153,48 @@ for _info in (
               "He et al., ICCV 2017 (Mask R-CNN); Li et al., arXiv 2021 (ViTDet benchmark recipe)",
               "Mask R-CNN v2: batch-normalised heads, improved training recipe (torchvision)",
               weights_attr="core.models.maskrcnn:WEIGHTS"),
+):
+    register(_info)
+
+
+_V = "core.models.video_classification"
+_TRAN18 = "Tran et al., CVPR 2018 (A Closer Look at Spatiotemporal Convolutions)"
+
+
+def _action(name: str, builder: str, paper: str, description: str,
+            weights_attr: str | None = None) -> ModelInfo:
+    return ModelInfo(name, "action", "clip", builder, paper, description,
+                     weights_attr=weights_attr, fully_convolutional=False,
+                     clip=ACTION_SPECS[name])
+
+
+for _info in (
+    _action("c3d", "core.models.c3d:c3d", "Tran et al., ICCV 2015 (C3D)",
+            "C3D: eight 3x3x3 convolutions on 16 x 112 x 112 clips, fc6/fc7 4096"),
+    _action("r3d_18", f"{_V}:r3d_18", _TRAN18, "R3D-18: ResNet-18 of 3D convolutions (torchvision)",
+            f"{_V}:WEIGHTS"),
+    _action("mc3_18", f"{_V}:mc3_18", _TRAN18,
+            "MC3-18: 3D convolutions early, 2D later (torchvision)", f"{_V}:WEIGHTS"),
+    _action("r2plus1d_18", f"{_V}:r2plus1d_18", _TRAN18,
+            "R(2+1)D-18: 3D convolutions factorised into 2D space + 1D time (torchvision)",
+            f"{_V}:WEIGHTS"),
+    _action("s3d", f"{_V}:s3d", "Xie et al., ECCV 2018 (S3D)",
+            "S3D: separable 3D Inception network (torchvision)", f"{_V}:WEIGHTS"),
+    _action("mvit_v2_s", f"{_V}:mvit_v2_s", "Li et al., CVPR 2022 (MViTv2)",
+            "MViT v2-S: multiscale vision transformer for video (torchvision)", f"{_V}:WEIGHTS"),
+    _action("swin3d_t", f"{_V}:swin3d_t", "Liu et al., CVPR 2022 (Video Swin Transformer)",
+            "Video Swin-T: shifted 3D window attention (torchvision)", f"{_V}:WEIGHTS"),
+    _action("late_fusion_resnet18", "core.models.frame_fusion:late_fusion_resnet18",
+            "Karpathy et al., CVPR 2014", "Single-frame ResNet-18, scores averaged over frames"),
+    _action("early_fusion_resnet18", "core.models.frame_fusion:early_fusion_resnet18",
+            "Karpathy et al., CVPR 2014", "ResNet-18 on T frames stacked as channels"),
+    _action("two_stream_resnet18", "core.models.two_stream:two_stream_resnet18",
+            "Simonyan & Zisserman, NeurIPS 2014",
+            "Two-stream: RGB frame + 2L stacked flow channels, class scores fused"),
+    _action("lrcn_resnet18", "core.models.lrcn:lrcn_resnet18", "Donahue et al., CVPR 2015 (LRCN)",
+            "LRCN: per-frame ResNet-18 features into an LSTM"),
+    _action("timesformer", "core.models.timesformer:timesformer",
+            "Bertasius et al., ICML 2021 (TimeSformer)",
+            "TimeSformer, divided space-time attention (small: 8 x 112 x 112, depth 4, dim 192)"),
 ):
     register(_info)
