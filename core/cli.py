@@ -11,17 +11,21 @@ Usage::
     segstudio-cli project create DIR [--classes FILE.json]
     segstudio-cli project add DIR PATH... [--no-recursive] [--series UID] [--volume N] [--video]
     segstudio-cli project list DIR
-    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg|frames|coco|yolo --out DIR
+    segstudio-cli export PROJECT --format voc|index|nifti|dicom-seg|frames|coco|yolo|actions --out DIR
                          [--subset NAME] [--copy-originals] [--items done|all]
                          [--video-frames annotated|all] [--polygons] [--from-classes]
     segstudio-cli import PROJECT --format voc|index DIR
     segstudio-cli import PROJECT --format coco DIR|FILE.json [--skip-bad]
+    segstudio-cli import PROJECT --format actions FILE.csv|FILE.json|DIR [--skip-bad]
     segstudio-cli import PROJECT --format nifti FILE.nii[.gz] --item NAME
     segstudio-cli models [--task TASK] [--params] [--json]
     segstudio-cli predict --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
                           [--tile N --overlap F] INPUT... (--out DIR | --project DIR)
     segstudio-cli flow VIDEO --method farneback|dis|lk|raft [--raft-model small|large] [--frames A:B]
                        [--step K] --out FILE.npz [--viz DIR] [--weights FILE] [--device auto|cpu|cuda|mps]
+    segstudio-cli classify VIDEO --model NAME [--weights FILE|NAME] [--device auto|cpu|cuda|mps]
+                           [--stride N] [--step N] [--batch-size N] [--top-k K]
+                           [--flow-method dis|farneback|raft_small|raft_large] --out FILE.json
     segstudio-cli evaluate PROJECT [--items all|done] [--json]
     segstudio-cli install-desktop
 """
@@ -37,15 +41,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from core.cli_actions import add_action_parsers
 from core.cli_models import add_model_parsers
 from core.cli_video import add_video_parsers, quiet_decoder_logs
 from core.errors import SegStudioError
 
 PROG = "segstudio-cli"
 # Kept literal so --help stays fast; checked against the registries.
-FORMATS = ("voc", "index", "nifti", "dicom-seg", "frames", "coco", "yolo")  # export
+FORMATS = ("voc", "index", "nifti", "dicom-seg", "frames", "coco", "yolo", "actions")  # export
 INSTANCE_FORMATS = ("coco", "yolo")  # export instance maps (core.export.INSTANCE_FORMATS)
-IMPORT_FORMATS = ("voc", "index", "coco")  # datasets (core.export.IMPORT_FORMATS)
+IMPORT_FORMATS = ("voc", "index", "coco", "actions")  # datasets (core.export.IMPORT_FORMATS)
+SEGMENT_FORMATS = ("actions",)  # temporal segments of videos (core.export.SEGMENT_FORMATS)
 VOLUME_IMPORT_FORMATS = ("nifti",)  # one label file into one volume item (--item)
 REPORT_HINT = "please report this with the command you ran"
 
@@ -292,11 +298,17 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise CliError(f"{flag} applies to the {' and '.join(formats)} format"
                            f"{'s' if len(formats) > 1 else ''} only, not {args.format}.")
     instances = args.format in INSTANCE_FORMATS
+    segments = args.format in SEGMENT_FORMATS
     bar = _ProgressBar(f"export {args.format}")
     with _open_project(args.project, read_only=True) as project:  # reads only
-        items = [item for item in project.items() if item.state == "done"
-                 or (args.items == "all" and (has_labels(project, item) or (
-                     instances and project.has_instances(item.id))))]
+        if segments:  # the videos (done, or with segments)
+            items = [item for item in project.items() if item.kind == "video" and (
+                item.state == "done" or (args.items == "all"
+                                         and project.load_segments(item.id)))]
+        else:
+            items = [item for item in project.items() if item.state == "done"
+                     or (args.items == "all" and (has_labels(project, item) or (
+                         instances and project.has_instances(item.id))))]
         try:
             result = export_project(project, args.format, Path(args.out).expanduser(),
                                     items=items, report=bar, **options)
@@ -306,8 +318,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("warning: nothing exported: every item was skipped (reasons below)",
               file=sys.stderr)
     elif result.count == 0:
-        print("warning: nothing to export: no item has a mask or is marked done",
-              file=sys.stderr)
+        what = "no video has action segments" if segments else "no item has a mask or is marked done"
+        print(f"warning: nothing to export: {what}", file=sys.stderr)
     for name, reason in result.skipped:
         print(f"warning: {name}: {reason}", file=sys.stderr)
     _print_json({
@@ -332,27 +344,33 @@ def cmd_import(args: argparse.Namespace) -> int:
     if "skip_bad" in import_options(args.format):
         options["skip_bad"] = args.skip_bad
     elif args.skip_bad:
-        raise CliError(f"--skip-bad applies to the coco format only; {args.format} imports "
-                       "all masks or none.")
+        raise CliError(f"--skip-bad applies to the coco format only (and to actions); "
+                       f"{args.format} imports all masks or none.")
     folder = _existing_path(args.dir)
     bar = _ProgressBar(f"import {args.format}")
     with _open_project(args.project) as project:
         try:
             result = import_dataset(project, args.format, folder, report=bar, **options)
-        except BadEntryError as err:  # one bad entry of a COCO file
+        except BadEntryError as err:  # one bad entry of a COCO or actions file
             raise CliError(f"{err} (--skip-bad imports the other entries)") from err
         finally:
             bar.close()
     for name, reason in result.skipped:
         print(f"warning: {name}: {reason}", file=sys.stderr)
-    _print_json({
+    notes = list(getattr(result, "notes", []))  # the actions import's remarks
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    summary = {
         "folder": str(result.folder),
         "format": args.format,
         "imported": result.imported,
         "added_items": result.added_items,
         "new_classes": result.new_classes,
         "skipped": [{"name": n, "reason": r} for n, r in result.skipped],
-    })
+    }
+    if args.format in SEGMENT_FORMATS:
+        summary.update(segments=getattr(result, "segments", 0), notes=notes)
+    _print_json(summary)
     return 0
 
 
@@ -463,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "(frames: also write the video frames as PNG)")
     export.add_argument("--items", choices=("done", "all"), default="all",
                         help="done: items marked done; all: those and every item with a mask "
-                             "or an annotated video frame (default)")
+                             "or an annotated video frame (default); actions: the videos "
+                             "marked done, or also those with segments")
     export.add_argument("--video-frames", choices=("annotated", "all"),
                         help="frames: write the annotated frames of each video (default), or "
                              "all of them (frames without labels as zeros)")
@@ -474,17 +493,19 @@ def build_parser() -> argparse.ArgumentParser:
                              "into instances (connected components)")
     export.set_defaults(handler=cmd_export)
 
-    imp = commands.add_parser("import", help="import a dataset's masks into a project")
+    imp = commands.add_parser("import", help="import a dataset's masks (or a video's action "
+                                             "segments) into a project")
     imp.add_argument("project", metavar="PROJECT")
     imp.add_argument("--format", required=True, choices=IMPORT_FORMATS + VOLUME_IMPORT_FORMATS)
     imp.add_argument("dir", metavar="DIR",
                      help="dataset folder (voc, index), COCO folder or annotation .json (coco), "
-                          "or label file (nifti: .nii/.nii.gz)")
+                          "label file (nifti: .nii/.nii.gz), or actions .csv / ActivityNet "
+                          ".json (actions)")
     imp.add_argument("--item", metavar="NAME",
                      help="nifti: the volume item (its name) the labels belong to")
     imp.add_argument("--skip-bad", action="store_true",
-                     help="coco: import the good entries and list the bad ones (default: a bad "
-                          "entry imports nothing)")
+                     help="coco, actions: import the good entries and list the bad ones "
+                          "(default: a bad entry imports nothing)")
     imp.set_defaults(handler=cmd_import)
 
     evaluate = commands.add_parser("evaluate", help="COCO mask and box AP of the kept model "
@@ -499,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_model_parsers(commands)
     add_video_parsers(commands)
+    add_action_parsers(commands)
 
     desktop = commands.add_parser("install-desktop", help="add SegStudio to the desktop menu")
     desktop.set_defaults(handler=cmd_install_desktop)

@@ -5,7 +5,7 @@ Formats register by name: :data:`EXPORT_FORMATS` maps a name to a function
 :class:`~core.fsutil.StagedDir`, and :data:`IMPORT_FORMATS` maps a name to a function
 ``(project, path, report, **options) -> ImportResult`` (the class-mask formats describe their
 folder as a :class:`~core.export.importing.Dataset` for the shared importer; COCO imports
-instances itself). :func:`export_project` and :func:`import_dataset` do the rest: item selection,
+instances itself, "actions" imports temporal segments). :func:`export_project` and :func:`import_dataset` do the rest: item selection,
 progress, cancel, all-or-nothing writing.
 
 Example::
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ExportError, ImportFormatError
+from core.export.actions import export_actions, import_actions, items_with_segments
 from core.export.base import (
     CancelToken,
     ExportResult,
@@ -66,9 +67,12 @@ EXPORT_FORMATS: dict[str, Exporter] = {
     "frames": export_frames,
     "coco": export_coco,
     "yolo": export_yolo,
+    "actions": export_actions,
 }
 # Formats that export video items (labels per frame); the others skip videos with a reason.
 VIDEO_FORMATS = frozenset({"frames"})
+# Formats that export the temporal segments of videos (one progress step per video).
+SEGMENT_FORMATS = frozenset({"actions"})
 # Formats that export instances: items with an instance map (and no class map) are exported too.
 INSTANCE_FORMATS = frozenset({"coco", "yolo"})
 NOT_FOR_VIDEOS = "a video: export its frames with the frames format"
@@ -76,6 +80,7 @@ IMPORT_FORMATS: dict[str, Importer] = {
     "voc": functools.partial(import_folder, read_voc_dataset),
     "index": functools.partial(import_folder, read_index_dataset),
     "coco": import_coco,
+    "actions": import_actions,
 }
 
 __all__ = [
@@ -83,6 +88,7 @@ __all__ = [
     "IMPORT_FORMATS",
     "INSTANCE_FORMATS",
     "NOT_FOR_VIDEOS",
+    "SEGMENT_FORMATS",
     "VIDEO_FORMATS",
     "ExportResult",
     "ImportResult",
@@ -92,6 +98,7 @@ __all__ = [
     "import_options",
     "items_with_instances",
     "items_with_masks",
+    "items_with_segments",
 ]
 
 
@@ -135,12 +142,13 @@ def export_project(
     Args:
         project: The open project.
         fmt: A name of :data:`EXPORT_FORMATS` ("voc", "index", "nifti", "dicom-seg",
-            "frames", "coco", "yolo"). Video items are exported by "frames" only: the other
-            formats skip them (with the reason :data:`NOT_FOR_VIDEOS`), and "frames" skips every
-            other item. "coco" and "yolo" export instance maps (see :mod:`core.export.coco`).
+            "frames", "coco", "yolo", "actions"). Video items are exported by "frames" (their
+            frame labels) and "actions" (their temporal segments) only: the other formats skip
+            them (with the reason :data:`NOT_FOR_VIDEOS`), and these two skip every other item.
+            "coco" and "yolo" export instance maps (see :mod:`core.export.coco`).
         out_dir: Dataset folder; created if missing.
         items: Items to export; default: :func:`items_with_masks` (:func:`items_with_instances`
-            for :data:`INSTANCE_FORMATS`).
+            for :data:`INSTANCE_FORMATS`, :func:`items_with_segments` for "actions").
         report: Called as ``report(done, total)`` with samples (frames) written.
         cancel: Checked between samples; when set, the export stops and leaves nothing behind.
         **options: Options of the format (see :func:`export_options`), e.g. ``subset="train"``
@@ -163,10 +171,13 @@ def export_project(
         chosen = list(items)
     else:
         chosen = (items_with_instances(project) if fmt in INSTANCE_FORMATS
+                  else items_with_segments(project) if fmt in SEGMENT_FORMATS
                   else items_with_masks(project))
     videos: Skipped = []
     if fmt in VIDEO_FORMATS:
         total = frame_sample_count(project, chosen, options.get("video_frames", "annotated"))
+    elif fmt in SEGMENT_FORMATS:
+        total = sum(1 for item in chosen if item.kind == "video")
     else:
         videos = [(item.name, NOT_FOR_VIDEOS) for item in chosen if item.kind == "video"]
         chosen = [item for item in chosen if item.kind != "video"]
@@ -197,12 +208,13 @@ def import_dataset(project: Project, fmt: str, folder: str | os.PathLike, *,
 
     Args:
         project: The open project.
-        fmt: A name of :data:`IMPORT_FORMATS` ("voc", "index", "coco").
+        fmt: A name of :data:`IMPORT_FORMATS` ("voc", "index", "coco", "actions").
         folder: The dataset folder (as written by :func:`export_project` or CVAT/datumaro);
-            for "coco" also the annotation JSON itself.
+            for "coco" also the annotation JSON itself, for "actions" the CSV or
+            ActivityNet-style JSON (see :mod:`core.export.actions`).
         report: Called as ``report(done, total)``.
-        **options: Options of the format (see :func:`import_options`): "coco" takes
-            ``skip_bad=True`` to import the good entries and list the bad ones in
+        **options: Options of the format (see :func:`import_options`): "coco" and "actions"
+            take ``skip_bad=True`` to import the good entries and list the bad ones in
             ``skipped`` instead of importing nothing.
     """
     importer = _lookup(IMPORT_FORMATS, fmt, ImportFormatError, "import")

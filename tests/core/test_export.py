@@ -432,12 +432,13 @@ def test_atomic_write_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
 
 # -- registry ------------------------------------------------------------------------------------
 def test_unknown_format_and_option(project: Project, tmp_path: Path) -> None:
-    assert set(IMPORT_FORMATS) == {"voc", "index", "coco"}
-    assert set(EXPORT_FORMATS) == {"voc", "index", "nifti", "dicom-seg", "frames", "coco", "yolo"}
-    with pytest.raises(ExportError, match="known formats: coco, dicom-seg, frames, index, nifti, "
-                                          "voc, yolo"):
+    assert set(IMPORT_FORMATS) == {"voc", "index", "coco", "actions"}
+    assert set(EXPORT_FORMATS) == {"voc", "index", "nifti", "dicom-seg", "frames", "coco", "yolo",
+                                   "actions"}
+    with pytest.raises(ExportError, match="known formats: actions, coco, dicom-seg, frames, "
+                                          "index, nifti, voc, yolo"):
         export_project(project, "cityscapes", tmp_path / "x")
-    with pytest.raises(ImportFormatError, match="known formats: coco, index, voc"):
+    with pytest.raises(ImportFormatError, match="known formats: actions, coco, index, voc"):
         import_dataset(project, "yolo", tmp_path)
     with pytest.raises(ExportError, match="no option quality"):
         export_project(project, "index", tmp_path / "x", quality=3)
