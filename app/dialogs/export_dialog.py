@@ -15,10 +15,12 @@ FORMATS = (("voc", "Pascal VOC segmentation (palette PNG + JPEG)"),
            ("yolo", "YOLO segmentation (Ultralytics txt polygons + data.yaml)"),
            ("nifti", "NIfTI label volumes (volumes, with their affine)"),
            ("dicom-seg", "DICOM-SEG (volumes from DICOM series)"),
-           ("frames", "Video frames (index PNG per annotated frame)"))
+           ("frames", "Video frames (index PNG per annotated frame)"),
+           ("actions", "Temporal action labels (CSV, ActivityNet JSON, clip lists)"))
 IMPORT_FORMATS = (("voc", "Pascal VOC segmentation folder"),
                   ("index", "Index PNG folder (+ classes.json)"),
-                  ("coco", "COCO instances (folder or JSON file)"))
+                  ("coco", "COCO instances (folder or JSON file)"),
+                  ("actions", "Temporal action labels (CSV or ActivityNet JSON)"))
 
 
 def format_box(formats: tuple[tuple[str, str], ...] = FORMATS) -> QComboBox:

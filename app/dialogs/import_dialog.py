@@ -31,10 +31,10 @@ class ImportDialog(JobDialog):
             choose_file = QPushButton("NIfTI file…")
             choose_file.clicked.connect(self._choose_nifti)
             self.form.addRow("", choose_file)
-        self.skip_bad = QCheckBox("Skip bad entries and import the rest (COCO)")
+        self.skip_bad = QCheckBox("Skip bad entries and import the rest")
         self.extra.addWidget(self.skip_bad)
         self.format.currentIndexChanged.connect(
-            lambda _i: self.skip_bad.setVisible(self.format.currentData() == "coco"))
+            lambda _i: self.skip_bad.setVisible(self.format.currentData() in ("coco", "actions")))
         self.skip_bad.setVisible(False)
         self.resize(560, 240)
 
@@ -58,7 +58,8 @@ class ImportDialog(JobDialog):
                 from core.export.volume_import import import_label_volume
 
                 return import_label_volume(self.project, self.volume_item, folder)
-            options = {"skip_bad": self.skip_bad.isChecked()} if fmt == "coco" else {}
+            options = {"skip_bad": self.skip_bad.isChecked()} \
+                if fmt in ("coco", "actions") else {}
             return import_dataset(self.project, fmt, folder, report=report, **options)
 
         self.run_job(run, "Importing…")

@@ -78,7 +78,8 @@ class ActionsPanel(QWidget):
         self.step.setPrefix("every ")
         self.step.setSuffix(" frames")
         self.stride = QSpinBox()
-        self.stride.setRange(1, 30)
+        self.stride.setRange(0, 30)
+        self.stride.setSpecialValueText("stride: the model's rate")
         self.stride.setPrefix("frame stride ")
         self.run = QPushButton("Score the video")
         self.run.setObjectName("classify_video")
@@ -306,7 +307,7 @@ class ActionsPanel(QWidget):
             self.status.setText(str(err))
             return
         reader, item_id = ws.video, ws.item.id
-        stride, step = self.stride.value(), self.step.value() or None
+        stride, step = self.stride.value() or None, self.step.value() or None
 
         def work(report, cancel):
             from core.inference.clips import classify_video
@@ -322,7 +323,9 @@ class ActionsPanel(QWidget):
         self.job = Job(work, self)
         self.job.progress.connect(lambda done, total: (self.progress.setMaximum(max(total, 1)),
                                                        self.progress.setValue(done)))
-        self.job.succeeded.connect(lambda result: self._scored(item_id, model, labels, result))
+        untrained = weights is None  # its classes are the project's action labels
+        self.job.succeeded.connect(
+            lambda result: self._scored(item_id, model, labels if untrained else [], result))
         self.job.failed.connect(self._failed)
         self.run.setEnabled(False)
         self.cancel.setEnabled(True)
@@ -341,17 +344,16 @@ class ActionsPanel(QWidget):
     def _scored(self, item_id: int, model: str, project_labels: list[str], result) -> None:
         self._done()
         ws = self.workspace
-        names = list(result.labels) if getattr(result, "labels", None) else []
         scores = np.asarray(result.frame_scores, np.float32)
-        if len(names) != scores.shape[1]:  # an untrained model: the project's own vocabulary
-            names = (project_labels + [f"class {i}" for i in range(scores.shape[1])])[
-                :scores.shape[1]]
+        names = list(result.labels)
+        if project_labels:  # an untrained model's classes are the project's action labels
+            names = (project_labels + names[len(project_labels):])[:scores.shape[1]]
         ws.project.save_action_scores(item_id, model, names, scores)
         if ws.item is not None and ws.item.id == item_id:
             self.scores = (model, names, scores)
             self.scores_changed.emit()
         top = names[int(np.argmax(np.asarray(result.video_scores)))]
-        self.status.setText(f"{model}: {len(result.clips)} clip(s); the whole video looks most "
+        self.status.setText(f"{model}: {len(result.windows)} clip(s); the whole video looks most "
                             f"like '{top}'. Propose segments turns the curves into segments.")
 
     def shutdown(self) -> None:

@@ -133,3 +133,31 @@ def test_actions_need_a_video(qtbot, window, sample_dir, tmp_path):
     assert not window.timeline.isVisible()
     panel.buttons["delete"].click()
     assert "open one first" in panel.status.text()
+
+
+def test_score_a_video_with_an_untrained_c3d(qtbot, window, tmp_path):
+    """The real path with C3D as the lecture tables it (random weights: nothing to download):
+    clips scored off the UI thread, per-frame curves on the timeline, scores kept."""
+    import cv2
+    from skimage import data
+
+    path = tmp_path / "pan.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (160, 120))
+    source = data.astronaut()
+    for t in range(40):
+        writer.write(np.ascontiguousarray(source[100:220, 100 + 3 * t:260 + 3 * t, ::-1]))
+    writer.release()
+    window.open_paths([str(path)])
+    ws, panel, tl = window.workspace, window.actions_panel, window.timeline
+    ws.project.set_action_labels(["walk", "wave"])
+    panel.item_opened()
+    panel.choice.ensure_filled()
+    panel.choice.model.setCurrentIndex(panel.choice.model.findData("c3d"))
+    panel.choice.weights.setCurrentIndex(0)  # untrained: the project's two labels
+    panel.run.click()
+    qtbot.waitUntil(lambda: panel.job is None, timeout=120000)
+    assert "clip(s)" in panel.status.text(), panel.status.text()
+    model, labels, scores = ws.project.load_action_scores(ws.item.id)
+    assert model == "c3d" and labels == ["walk", "wave"] and scores.shape == (40, 2)
+    assert np.allclose(scores.sum(axis=1), 1.0, atol=1e-4)  # probabilities per frame
+    assert set(tl.curves) == {"walk", "wave"}
