@@ -84,3 +84,51 @@ class _Runner(QObject):
             self.done.emit(False, f"Unexpected error: {err!r}")
         else:
             self.done.emit(True, result)
+
+
+class JobControls(QObject):
+    """One job at a time behind a run button, a Cancel button, a progress bar and a status
+    label (the panels that run a model share this wiring)."""
+
+    def __init__(self, owner: QObject, run_button, cancel_button, progress, status) -> None:
+        super().__init__(owner)
+        self.job: Job | None = None
+        self._run, self._cancel, self._progress, self._status = (run_button, cancel_button,
+                                                                 progress, status)
+        cancel_button.setEnabled(False)
+        cancel_button.clicked.connect(self.cancel)
+
+    @property
+    def running(self) -> bool:
+        return self.job is not None
+
+    def start(self, work: Callable[..., Any], text: str,
+              succeeded: Callable[[Any], None]) -> None:
+        """Run ``work(report=, cancel=)``; ``succeeded(result)`` on the UI thread after it."""
+        self.job = Job(work, self)
+        self.job.progress.connect(self._show_progress)
+        self.job.succeeded.connect(lambda result: (self._finish(), succeeded(result)))
+        self.job.failed.connect(lambda message: (self._finish(), self._status.setText(message)))
+        self._run.setEnabled(False)
+        self._cancel.setEnabled(True)
+        self._status.setText(text)
+        self.job.start()
+
+    def _show_progress(self, done: int, total: int) -> None:
+        self._progress.setMaximum(max(total, 1))
+        self._progress.setValue(done)
+
+    def _finish(self) -> None:
+        self.job = None
+        self._run.setEnabled(True)
+        self._cancel.setEnabled(False)
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def shutdown(self) -> None:
+        """Cancel and wait (the window closes)."""
+        if self.job is not None:
+            self.job.cancel()
+            self.job.wait()

@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.panels.model_choice import ModelChoice
-from app.worker import Job
+from app.worker import JobControls
 from app.workspace import Workspace
 from core.annotation.segments import SegmentError, SegmentTrack, propose_segments
 from core.errors import SegStudioError
@@ -48,7 +48,6 @@ class ActionsPanel(QWidget):
         self.track: SegmentTrack | None = None
         self.selected = -1
         self.scores: tuple[str, list[str], np.ndarray] | None = None  # model, labels, (T, C)
-        self.job: Job | None = None
         self._engine = None
         self.label = QComboBox()
         self.label.setObjectName("action_label")
@@ -85,8 +84,6 @@ class ActionsPanel(QWidget):
         self.run.setObjectName("classify_video")
         self.run.clicked.connect(self.run_model)
         self.cancel = QPushButton("Cancel")
-        self.cancel.setEnabled(False)
-        self.cancel.clicked.connect(lambda: self.job.cancel() if self.job else None)
         self.progress = QProgressBar()
         self.threshold = QDoubleSpinBox()
         self.threshold.setRange(0.0, 1.0)
@@ -103,6 +100,7 @@ class ActionsPanel(QWidget):
         self.propose.clicked.connect(lambda: self._guard(self.propose_segments))
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.runner = JobControls(self, self.run, self.cancel, self.progress, self.status)
         self._layout(add)
         workspace.item_opened.connect(self.item_opened)
 
@@ -293,7 +291,7 @@ class ActionsPanel(QWidget):
         ws = self.workspace
         try:
             self._require()
-            if self.job is not None:
+            if self.runner.running:
                 return
             if ws.video is None:
                 raise SegStudioError(ws.image_error or "The video cannot be read.")
@@ -320,29 +318,16 @@ class ActionsPanel(QWidget):
             return classify_video(loaded, reader, clip_spec(model), stride=stride, step=step,
                                   report=report, cancel=cancel)
 
-        self.job = Job(work, self)
-        self.job.progress.connect(lambda done, total: (self.progress.setMaximum(max(total, 1)),
-                                                       self.progress.setValue(done)))
         untrained = weights is None  # its classes are the project's action labels
-        self.job.succeeded.connect(
-            lambda result: self._scored(item_id, model, labels if untrained else [], result))
-        self.job.failed.connect(self._failed)
-        self.run.setEnabled(False)
-        self.cancel.setEnabled(True)
-        self.status.setText(f"Scoring the clips with {model}…")
-        self.job.start()
+        self.runner.start(work, f"Scoring the clips with {model}…", lambda result: self._scored(
+            item_id, model, labels if untrained else [], result))
 
-    def _done(self) -> None:
-        self.job = None
-        self.run.setEnabled(True)
-        self.cancel.setEnabled(False)
-
-    def _failed(self, message: str) -> None:
-        self._done()
-        self.status.setText(message)
+    @property
+    def job(self):
+        """The running job, or None."""
+        return self.runner.job
 
     def _scored(self, item_id: int, model: str, project_labels: list[str], result) -> None:
-        self._done()
         ws = self.workspace
         scores = np.asarray(result.frame_scores, np.float32)
         names = list(result.labels)
@@ -357,9 +342,7 @@ class ActionsPanel(QWidget):
                             f"like '{top}'. Propose segments turns the curves into segments.")
 
     def shutdown(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait()
+        self.runner.shutdown()
 
     def _guard(self, action) -> None:
         try:

@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.panels.model_choice import ModelChoice
-from app.worker import Job
+from app.worker import JobControls
 from app.workspace import Workspace
 from core.annotation.instances import (
     flatten,
@@ -156,10 +156,8 @@ class InstancesPanel(QWidget):
         self.detect.setObjectName("detect_instances")
         self.detect.clicked.connect(self.run_detection)
         self.cancel = QPushButton("Cancel")
-        self.cancel.setEnabled(False)
-        self.cancel.clicked.connect(lambda: self.job.cancel() if self.job else None)
         self.progress = QProgressBar()
-        self.job: Job | None = None
+        self.runner = JobControls(self, self.detect, self.cancel, self.progress, self.status)
         self._engine = None
         self._layout()
 
@@ -516,7 +514,7 @@ class InstancesPanel(QWidget):
     def run_detection(self) -> None:
         """Run the chosen instance model on the open image off the UI thread."""
         try:
-            if self.job is not None:
+            if self.runner.running:
                 return
             if not self.active:
                 self.edit_mode.setChecked(True)
@@ -552,31 +550,19 @@ class InstancesPanel(QWidget):
             return predict_instances(loaded, image, settings, report=report, cancel=cancel,
                                      engine=self._engine)
 
-        self.job = Job(work, self)
-        self.job.progress.connect(lambda done, total: (self.progress.setMaximum(max(total, 1)),
-                                                       self.progress.setValue(done)))
-        self.job.succeeded.connect(lambda result: self._detected(item_id, model, result))
-        self.job.failed.connect(self._detection_failed)
-        self.detect.setEnabled(False)
-        self.cancel.setEnabled(True)
-        self.status.setText(f"Running {model}…")
-        self.job.start()
+        self.runner.start(work, f"Running {model}…",
+                          lambda result: self._detected(item_id, model, result))
 
-    def _detection_done(self) -> None:
-        self.job = None
-        self.detect.setEnabled(True)
-        self.cancel.setEnabled(False)
-
-    def _detection_failed(self, message: str) -> None:
-        self._detection_done()
-        self.status.setText(message)
+    @property
+    def job(self):
+        """The running detection, or None."""
+        return self.runner.job
 
     def _detected(self, item_id: int, model: str, prediction) -> None:
         """The detections become the instance map (one undo step) and model rows; what the
         model said is kept aside to measure the corrections later."""
         from core.inference.instances import to_coco_results
 
-        self._detection_done()
         ws = self.workspace
         if ws.item is None or ws.item.id != item_id or not self.active:
             self.status.setText("The image changed while the model ran: its result was dropped.")
@@ -596,9 +582,7 @@ class InstancesPanel(QWidget):
                                       f"on {prediction.device}.", *prediction.notes]))
 
     def shutdown(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
-            self.job.wait()
+        self.runner.shutdown()
 
     def _guard(self, action) -> None:
         try:
