@@ -27,6 +27,12 @@ Usage::
                            [--stride N] [--step N] [--batch-size N] [--top-k K]
                            [--flow-method dis|farneback|raft_small|raft_large] --out FILE.json
     segstudio-cli evaluate PROJECT [--items all|done] [--json]
+    segstudio-cli evaluate --model NAME --weights FILE|NAME (--data DIR [--format voc|index] | PROJECT)
+                           [--device auto|cpu|cuda|mps] [--json]
+    segstudio-cli train (--project DIR [--items done|all] | --data DIR --format voc|index)
+                        --model NAME [--weights FILE|NAME] [--epochs N] [--batch-size B] [--lr LR]
+                        [--device auto|cpu|cuda|mps] [--patch N] [--loss ce|dice|ce+dice]
+                        [--val-fraction F] [--resume FILE] --out CHECKPOINT.pt [--log FILE.csv]
     segstudio-cli install-desktop
 """
 
@@ -43,6 +49,7 @@ from typing import Any, TextIO
 
 from core.cli_actions import add_action_parsers
 from core.cli_models import add_model_parsers
+from core.cli_train import add_train_parser, cmd_evaluate_model
 from core.cli_video import add_video_parsers, quiet_decoder_logs
 from core.errors import SegStudioError
 
@@ -396,7 +403,15 @@ def _import_label_volume(args: argparse.Namespace) -> int:
 
 # -- evaluate --------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """COCO AP of each item's kept model predictions against its current instance map."""
+    """COCO AP of each item's kept model predictions against its current instance map; with
+    --model, per-class Dice/IoU of that model on --data (or the project)."""
+    if args.model is not None:
+        return cmd_evaluate_model(args)
+    if args.weights is not None or args.data is not None:
+        raise CliError("--weights and --data need --model NAME (the model to score).")
+    if args.project is None:
+        raise CliError("evaluate needs a PROJECT (instance AP of its kept predictions) or "
+                       "--model NAME --weights FILE --data DIR (Dice/IoU of a model).")
     from core.metrics import evaluate_instances
 
     gt: dict[str, Any] = {}
@@ -509,14 +524,24 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=cmd_import)
 
     evaluate = commands.add_parser("evaluate", help="COCO mask and box AP of the kept model "
-                                                    "predictions against the corrected instances")
-    evaluate.add_argument("project", metavar="PROJECT")
+                                                    "predictions against the corrected instances; "
+                                                    "with --model: per-class Dice/IoU of a model")
+    evaluate.add_argument("project", metavar="PROJECT", nargs="?")
     evaluate.add_argument("--items", choices=("all", "done"), default="all",
                           help="all: every item with kept predictions (default); done: those "
                                "marked done")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a "
                                                                "table")
+    evaluate.add_argument("--model", metavar="NAME", help="score this semantic model (with "
+                                                          "--weights) instead")
+    evaluate.add_argument("--weights", metavar="FILE|NAME", help="with --model: its weights")
+    evaluate.add_argument("--data", metavar="DIR", help="with --model: an exported dataset")
+    evaluate.add_argument("--format", choices=("voc", "index"), default="voc",
+                          help="with --data: the dataset's format (default voc)")
+    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    add_train_parser(commands)
 
     add_model_parsers(commands)
     add_video_parsers(commands)

@@ -18,10 +18,11 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN_IN_CORE = frozenset({"PySide6", "shiboken6", "pyqtgraph", "PyQt5", "PyQt6", "app"})
 TORCH = frozenset({"torch", "torchvision"})
 # The only core modules that may import torch when imported: model families, the inference
-# engine and RAFT optical flow, which the registry, core.flow and the GUI load on demand.
+# engine, RAFT optical flow and the training loop, which the registry, core.flow, core.train
+# and the GUI load on demand.
 # Everything else (the registry, weights records, inference errors, core.flow itself) must
 # list and describe models and compute OpenCV flow without torch.
-TORCH_MODULES = ("core.models.", "core.inference.", "core.flow.raft")
+TORCH_MODULES = ("core.models.", "core.inference.", "core.flow.raft", "core.train.loop")
 TORCH_FREE_EXCEPTIONS = frozenset(
     {"core.models.registry", "core.models.weights", "core.inference.errors"})
 HEAVY_FOR_APP_START = TORCH
@@ -124,7 +125,8 @@ def test_core_outside_models_and_inference_never_imports_torch() -> None:
     report = _run_probe(_CORE_PROBE, json.dumps(heavy))
 
     assert {"core.models", "core.models.registry", "core.cli", "core.inference", "core.flow",
-            "core.flow.methods", "core.flow.propagate"} <= set(report["imported"])
+            "core.flow.methods", "core.flow.propagate", "core.train", "core.train.data",
+            "core.train.metrics", "core.cli_train"} <= set(report["imported"])
     assert len(report["imported"]) >= 20
     loaded = _forbidden(report["loaded"], TORCH)
     assert loaded == [], f"importing core (without {heavy}) loaded {loaded}"

@@ -1,0 +1,165 @@
+"""The training commands of ``segstudio-cli``: ``train`` (a semantic model on a project's
+corrected labels or an exported dataset) and the model form of ``evaluate`` (per-class
+Dice/IoU of a model on a dataset).
+
+Kept apart from :mod:`core.cli`; the shared output helpers are used from there (imported inside
+the functions: core.cli imports this module). Torch loads only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.cli_models import DEVICES
+
+DATA_FORMATS = ("voc", "index")  # core.train.data.DATA_FORMATS
+LOSSES = ("ce", "dice", "ce+dice")  # core.train.loop.LOSSES
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train", help="train a semantic model on a project's labels or an exported dataset")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--project", metavar="DIR",
+                        help="a project: its items marked done (see --items)")
+    source.add_argument("--data", metavar="DIR", help="an exported dataset folder (--format)")
+    train.add_argument("--format", choices=DATA_FORMATS, default="voc",
+                       help="with --data: the dataset's format (default voc)")
+    train.add_argument("--items", choices=("done", "all"), default="done",
+                       help="with --project: items marked done (default), or also every image "
+                            "with a mask")
+    train.add_argument("--model", required=True, metavar="NAME",
+                       help="a semantic model (see segstudio-cli models --task semantic)")
+    train.add_argument("--weights", metavar="FILE|NAME",
+                       help="fine-tune from a checkpoint, state dict or published weights "
+                            "(default: random weights for the data's classes)")
+    train.add_argument("--base-channels", type=int, metavar="N",
+                       help="U-Net variants: width of the first level (smaller: faster)")
+    train.add_argument("--epochs", type=int, default=20, metavar="N")
+    train.add_argument("--batch-size", type=int, default=4, metavar="B")
+    train.add_argument("--lr", type=float, default=1e-3, metavar="LR")
+    train.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    train.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
+    train.add_argument("--device", choices=DEVICES, default="auto")
+    train.add_argument("--patch", type=int, default=256, metavar="N",
+                       help="side of the square training patches")
+    train.add_argument("--loss", choices=LOSSES, default="ce+dice")
+    train.add_argument("--val-fraction", type=float, default=0.2, metavar="F")
+    train.add_argument("--accumulate", type=int, default=1, metavar="N",
+                       help="gradient accumulation steps")
+    train.add_argument("--patience", type=int, default=0, metavar="N",
+                       help="stop after N epochs without a better validation Dice (0: never)")
+    train.add_argument("--steps-per-epoch", type=int, metavar="N",
+                       help="training steps per epoch (default: one pass over the train split)")
+    train.add_argument("--class-weights", action="store_true",
+                       help="weight the cross-entropy by inverse class frequency")
+    train.add_argument("--no-augment", action="store_true",
+                       help="plain random crops (no flips, rotations, rescale, jitter)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", metavar="FILE", help="continue a run from its checkpoint")
+    train.add_argument("--out", required=True, metavar="CHECKPOINT.pt",
+                       help="best checkpoint (the last one is written beside it as "
+                            "NAME.last.pt)")
+    train.add_argument("--log", metavar="FILE.csv", help="metrics per epoch")
+    train.set_defaults(handler=cmd_train)
+
+
+def load_training_data(args: argparse.Namespace, base: Any) -> Any:
+    """The TrainDataset named by --project / --data (and --format)."""
+    from core.train.data import dataset_from_folder, dataset_from_project
+
+    if getattr(args, "project", None):
+        with base._open_project(args.project, read_only=True) as project:
+            return dataset_from_project(project, args.items)
+    folder = base._existing_path(args.data)
+    return dataset_from_folder(folder, args.format)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from core import cli as base
+    from core.train.loop import TrainConfig, TrainError, train
+
+    dataset = load_training_data(args, base)
+    kwargs = {} if args.base_channels is None else {"base_channels": args.base_channels}
+    try:
+        config = TrainConfig(
+            model=args.model, out=Path(args.out), weights=args.weights, model_kwargs=kwargs,
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            optimizer=args.optimizer, schedule=args.schedule, loss=args.loss,
+            device=args.device, accumulate=args.accumulate, patience=args.patience,
+            patch=args.patch, augment=not args.no_augment, val_fraction=args.val_fraction,
+            seed=args.seed, weighted=args.class_weights, steps_per_epoch=args.steps_per_epoch,
+            resume=Path(args.resume) if args.resume else None,
+            log=Path(args.log) if args.log else None)
+    except TrainError as err:
+        raise base.CliError(str(err)) from err
+    for name, reason in dataset.skipped:
+        print(f"warning: skipped {name}: {reason}", file=sys.stderr)
+    bar = base._ProgressBar(f"train {args.model}")
+
+    def epoch_line(row: dict[str, Any]) -> None:
+        bar.close()
+        bar._drawn = False
+        dice = "-" if row["mean_dice"] is None else f"{row['mean_dice']:.4f}"
+        print(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f}, val Dice {dice}, "
+              f"{row['seconds']:.1f} s", file=sys.stderr)
+
+    try:
+        result = train(config, dataset, report=bar, on_epoch=epoch_line)
+    finally:
+        bar.close()
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    base._print_json({"model": args.model, **result.to_json()})
+    return 0
+
+
+def cmd_evaluate_model(args: argparse.Namespace) -> int:
+    """Per-class Dice/IoU of ``--model --weights`` on the dataset ``--data`` (or a project)."""
+    from core import cli as base
+    from core.models.loading import load_model
+    from core.train.loop import evaluate_model
+
+    if not args.weights:
+        raise base.CliError("evaluate --model needs --weights FILE|NAME (the model to score).")
+    if args.data is None and args.project is None:
+        raise base.CliError("evaluate --model needs --data DIR (or a PROJECT) to score on.")
+    if args.data is not None:
+        dataset = load_training_data(
+            argparse.Namespace(project=None, data=args.data, format=args.format), base)
+    else:
+        dataset = load_training_data(
+            argparse.Namespace(project=args.project, items=args.items), base)
+    for name, reason in dataset.skipped:
+        print(f"warning: skipped {name}: {reason}", file=sys.stderr)
+    loaded = load_model(args.model, weights=args.weights)
+    bar = base._ProgressBar(f"evaluate {args.model}")
+    try:
+        scores = evaluate_model(loaded, dataset, device=args.device, report=bar)
+    finally:
+        bar.close()
+    data = {"model": args.model, "weights": loaded.label, "samples": len(dataset),
+            **scores.to_json(),
+            "skipped": [{"name": n, "reason": r} for n, r in dataset.skipped]}
+    if args.json:
+        base._print_json(data)
+    else:
+        _print_scores(data)
+    return 0
+
+
+def _print_scores(data: dict[str, Any]) -> None:
+    def fmt(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    rows = [(row["class"], fmt(row["dice"]), fmt(row["iou"]), str(row["pixels"]))
+            for row in data["per_class"]]
+    rows.append(("(mean)", fmt(data["mean_dice"]), fmt(data["mean_iou"]), ""))
+    header = ("class", "Dice", "IoU", "pixels")
+    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(4)]
+    for row in (header, *rows):
+        print("  ".join([row[0].ljust(widths[0])]
+                        + [v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]))

@@ -1,0 +1,580 @@
+"""The training loop of semantic models (imports torch; load it lazily).
+
+:func:`train` builds a registered semantic model (random weights for the dataset's classes, or
+fine-tuned from a checkpoint / published weights), trains it on random patches of the training
+split and scores the validation split (whole images) every epoch. Each epoch writes the "last"
+checkpoint and, when the validation mean Dice improved, the "best" one, both in SegStudio's
+checkpoint format (:mod:`core.models.checkpoint`) so ``load_model`` / ``predict`` read them.
+The files are written atomically: a cancelled or killed run leaves the previous ones valid.
+
+Training state (epoch, optimiser, schedule, scaler, history) is kept in the extra key
+``"training"`` of the checkpoint dict (plain data and tensors: still ``weights_only``), which
+:func:`train` reads back to resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from core.errors import SegStudioError
+from core.fsutil import atomic_write_bytes
+from core.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    _plain,
+    is_segstudio_checkpoint,
+    safe_torch_load,
+)
+from core.models.registry import model_info
+from core.train.data import (
+    Augmentation,
+    TrainDataset,
+    check_dataset,
+    class_weights,
+    remap_labels,
+    split_dataset,
+)
+from core.train.metrics import confusion_matrix, scores_from_confusion
+
+LOSSES = ("ce", "dice", "ce+dice")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("cosine", "step", "none")
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "mean_dice", "mean_iou", "lr", "seconds")
+
+ReportFn = Callable[[int, int], None]
+
+
+class TrainError(SegStudioError):
+    """Training cannot start or go on (bad options, a checkpoint that does not fit)."""
+
+
+@dataclass
+class TrainConfig:
+    """How to train.
+
+    Attributes:
+        model: Registered semantic model name.
+        out: The best checkpoint's path; the last one is ``<stem>.last.pt`` beside it.
+        weights: None (random), a checkpoint / state-dict file or a published weights name to
+            fine-tune from (the data's classes must be the model's).
+        model_kwargs: Builder options (``base_channels``, ``depth``...).
+        in_channels: Input channels of a new model; None: 3 if any image is RGB, else 1.
+        epochs, batch_size, lr, weight_decay, momentum: The usual.
+        optimizer: ``"adamw"`` or ``"sgd"``.
+        schedule: ``"cosine"`` (to 0 over ``epochs``), ``"step"`` (x ``gamma`` every
+            ``step_size`` epochs) or ``"none"``.
+        loss: ``"ce"``, ``"dice"`` or ``"ce+dice"``.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        amp: Mixed precision (float16 autocast + GradScaler) on CUDA only.
+        accumulate: Steps whose gradients are summed before an optimiser step.
+        patience: Stop after this many epochs without a better validation Dice (0: never).
+        patch: Side of the square training patches.
+        augment: Flips, 90° rotations, rescale 0.75-1.25 and intensity jitter (else plain
+            random crops).
+        val_fraction, seed: The split (by item, stratified by dominant class).
+        weighted: Cross-entropy weighted by inverse class frequency.
+        steps_per_epoch: Optimiser steps per epoch x accumulate (None: one pass of the
+            training split).
+        resume: A last/best checkpoint of this run to continue from its epoch.
+        log: Metrics CSV (rewritten every epoch).
+    """
+
+    model: str
+    out: Path
+    weights: str | Path | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_channels: int | None = None
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    loss: str = "ce+dice"
+    device: str = "auto"
+    amp: bool = True
+    accumulate: int = 1
+    patience: int = 0
+    patch: int = 256
+    augment: bool = True
+    val_fraction: float = 0.2
+    seed: int = 0
+    weighted: bool = False
+    steps_per_epoch: int | None = None
+    resume: Path | None = None
+    log: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).expanduser()
+        checks = ((self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+                  (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                  (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+                  (self.epochs >= 1, "epochs must be >= 1"),
+                  (self.batch_size >= 1, "batch size must be >= 1"),
+                  (self.accumulate >= 1, "accumulate must be >= 1"),
+                  (self.lr > 0, "the learning rate must be > 0"),
+                  (self.patch >= 16, "the patch must be >= 16 pixels"),
+                  (0 <= self.val_fraction < 1, "the validation fraction must be in [0, 1)"),
+                  (self.patience >= 0, "patience must be >= 0"))
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(f"{message}.")
+
+    @property
+    def last_path(self) -> Path:
+        return self.out.with_name(f"{self.out.stem}.last{self.out.suffix or '.pt'}")
+
+
+@dataclass
+class TrainResult:
+    """What a run did.
+
+    Attributes:
+        best_epoch: Epoch (1-based) of the best checkpoint (0 if none was written).
+        best_metric: Its validation mean Dice (or minus the training loss without validation).
+        epochs_run: Epochs finished (including resumed ones).
+        stopped: ``"completed"``, ``"early_stopping"`` or ``"cancelled"``.
+        best_path, last_path, log_path: Files written.
+        history: One dict per epoch (the CSV columns).
+        val_scores: Per-class Dice/IoU of the best epoch (JSON of SegmentationScores).
+        classes: Class names of the model.
+        train_items, val_items: Sample names of each split.
+        warnings, skipped: For the user.
+        module: The trained module as it ended (the last epoch's weights), on the CPU, in
+            eval mode.
+    """
+
+    best_epoch: int
+    best_metric: float | None
+    epochs_run: int
+    stopped: str
+    best_path: Path | None
+    last_path: Path | None
+    log_path: Path | None
+    history: list[dict[str, Any]]
+    val_scores: dict[str, Any] | None
+    classes: list[str]
+    train_items: list[str]
+    val_items: list[str]
+    warnings: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    module: nn.Module | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "epochs_run": self.epochs_run, "stopped": self.stopped,
+                "best": _text(self.best_path), "last": _text(self.last_path),
+                "log": _text(self.log_path), "classes": self.classes,
+                "train_items": len(self.train_items), "val_items": len(self.val_items),
+                "validation": self.val_scores, "history": self.history,
+                "warnings": self.warnings,
+                "skipped": [{"name": n, "reason": r} for n, r in self.skipped]}
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+# -- the model -----------------------------------------------------------------------------------
+@dataclass
+class _Model:
+    module: nn.Module
+    classes: list[str]
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    model_kwargs: dict[str, Any]
+    by_index: bool  # a plain state dict: classes are matched by index, not name
+    training: dict[str, Any] | None = None
+
+
+def build_model(config: TrainConfig, dataset: TrainDataset) -> _Model:
+    """The model to train: resumed, fine-tuned or new (random weights)."""
+    from core.models.loading import load_model
+
+    info = model_info(config.model)
+    if info.task != "semantic" or not info.fully_convolutional:
+        raise TrainError(f"{config.model} is a {info.task} model; training covers the fully "
+                         f"convolutional semantic models only.")
+    source = config.resume if config.resume is not None else config.weights
+    training = None
+    if config.resume is not None:
+        raw = safe_torch_load(Path(config.resume))
+        if not is_segstudio_checkpoint(raw):
+            raise TrainError(f"{config.resume} is not a SegStudio checkpoint; --resume needs "
+                             f"a checkpoint written by training.")
+        if raw.get("model") != config.model:
+            raise TrainError(f"{config.resume} is a checkpoint of {raw.get('model')}, not "
+                             f"{config.model}; resume with --model {raw.get('model')}.")
+        training = raw.get("training")
+        if not isinstance(training, dict):
+            raise TrainError(f"{config.resume} holds no training state (a checkpoint not "
+                             f"written by training); fine-tune from it with --weights instead.")
+    if source is None:
+        channels = config.in_channels or (
+            3 if any(s.image.ndim == 3 and s.image.shape[2] >= 3 for s in dataset.samples)
+            else 1)
+        loaded = load_model(config.model, num_classes=dataset.num_classes,
+                            in_channels=channels, **config.model_kwargs)
+        classes = dataset.class_names
+        by_index = False
+    else:
+        loaded = load_model(config.model, weights=source, **config.model_kwargs)
+        classes = list(loaded.classes)
+        by_index = loaded.weights_source == "state_dict"
+    return _Model(loaded.module, classes, loaded.in_channels, list(loaded.mean),
+                  list(loaded.std), dict(loaded.model_kwargs), by_index, training)
+
+
+# -- data to tensors -----------------------------------------------------------------------------
+def _prepare(dataset: TrainDataset, model: _Model) -> tuple[list[np.ndarray], list[np.ndarray],
+                                                            list[str]]:
+    """Normalised (C, H, W) float32 images (as inference prepares them) and model-channel labels."""
+    from core.inference.preprocess import prepare_input
+
+    names = None if model.by_index else model.classes
+    mapping, warnings = check_dataset(dataset, names)
+    if model.by_index:
+        too_big = [v for v in mapping if v >= len(model.classes)]
+        present = set().union(*(np.unique(s.labels).tolist() for s in dataset.samples))
+        if any(v in present for v in too_big):
+            raise TrainError(f"The data has {dataset.num_classes} classes but the model "
+                             f"{len(model.classes)} outputs.")
+        mapping = {v: v for v in mapping if v < len(model.classes)}
+    images, labels = [], []
+    for sample in dataset.samples:
+        tensor = prepare_input(sample.image, model.in_channels, model.mean, model.std)
+        images.append(tensor[0].numpy())
+        labels.append(remap_labels(sample.labels, mapping))
+    return images, labels, warnings
+
+
+def _batch(images: list[np.ndarray], labels: list[np.ndarray], indices: list[int],
+           augment: Augmentation, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [augment(images[i], labels[i], rng) for i in indices]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]))
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    return x, y
+
+
+# -- losses --------------------------------------------------------------------------------------
+def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
+    """1 - mean soft Dice over the classes present in the target or predicted (ignored pixels
+    left out)."""
+    num_classes = logits.shape[1]
+    valid = (target != ignore_index).unsqueeze(1)
+    probs = logits.float().softmax(dim=1) * valid
+    onehot = F.one_hot(target.clamp(min=0), num_classes).permute(0, 3, 1, 2).float() * valid
+    dims = (0, 2, 3)
+    intersection = (probs * onehot).sum(dims)
+    total = probs.sum(dims) + onehot.sum(dims)
+    dice = (2 * intersection + 1.0) / (total + 1.0)
+    return 1.0 - dice.mean()
+
+
+def make_loss(kind: str, weights: torch.Tensor | None = None
+              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        total = logits.new_zeros((), dtype=torch.float32)
+        if kind in ("ce", "ce+dice"):
+            total = total + F.cross_entropy(logits.float(), target, weight=weights,
+                                            ignore_index=-1)
+        if kind in ("dice", "ce+dice"):
+            total = total + dice_loss(logits, target)
+        return total
+
+    return loss
+
+
+def as_logits(output: Any) -> torch.Tensor:
+    """Logits of a forward's result (a tensor, torchvision's ``{"out": ...}``, or a tuple)."""
+    if isinstance(output, dict):
+        return output["out"]
+    if isinstance(output, list | tuple):
+        return output[0]
+    return output
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def _is_set(cancel: Any) -> bool:
+    if cancel is None:
+        return False
+    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
+
+
+def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = None,
+          cancel: Any = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+          ) -> TrainResult:
+    """Train ``config.model`` on ``dataset``.
+
+    Args:
+        config: The options.
+        dataset: Samples and classes (:mod:`core.train.data`).
+        report: ``report(done, total)`` in training steps over the whole run.
+        cancel: An object with ``is_set()`` (or a callable) checked between steps; when set,
+            the run stops and the checkpoints written so far stay as they are.
+        on_epoch: Called with each epoch's row (the CSV columns) after its checkpoints.
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        TrainDataError: empty data, classes the model lacks. TrainError: bad options or a
+        resume file that does not fit. The errors of ``load_model`` for weights.
+    """
+    from core.inference.device import select_device
+
+    model = build_model(config, dataset)
+    images, labels, warnings = _prepare(dataset, model)
+    train_idx, val_idx = split_dataset(dataset, config.val_fraction, config.seed)
+    if not val_idx:
+        warnings.append("no validation split (too few items); the best checkpoint is the one "
+                        "with the lowest training loss")
+    device = select_device(config.device)
+    module = model.module.to(device)
+    use_amp = config.amp and device.type == "cuda"
+    num_classes = len(model.classes)
+    weights = None
+    if config.weighted:
+        weights = torch.from_numpy(class_weights([labels[i] for i in train_idx],
+                                                 num_classes)).to(device)
+    loss_fn = make_loss(config.loss, weights)
+    optimizer = _optimizer(config, module)
+    scheduler = _scheduler(config, optimizer)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    augment = Augmentation(config.patch) if config.augment else Augmentation(
+        config.patch, flips=False, rotate90=False, scale=(1.0, 1.0), brightness=0.0,
+        contrast=0.0)
+    steps = config.steps_per_epoch or max(1, math.ceil(len(train_idx) / config.batch_size))
+    steps *= config.accumulate if config.steps_per_epoch is None else 1
+
+    start, history, best = 0, [], (-math.inf, 0, None)
+    if model.training is not None:
+        start, history, best = _restore(model.training, optimizer, scheduler, scaler)
+    result_paths = {"best": config.out if best[1] and config.out.is_file() else None,
+                    "last": None}
+    stopped, since_best = "completed", _epochs_since_best(history, best[1])
+    total_steps = steps * max(0, config.epochs - start)
+    done = 0
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        module.train()
+        optimizer.zero_grad(set_to_none=True)
+        order = _epoch_order(train_idx, steps * config.batch_size, rng)
+        running, count = 0.0, 0
+        for step in range(steps):
+            if _is_set(cancel):
+                stopped = "cancelled"
+                break
+            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+            x, y = _batch(images, labels, batch, augment, rng)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                loss = loss_fn(as_logits(module(x)), y)
+            scaler.scale(loss / config.accumulate).backward()
+            if (step + 1) % config.accumulate == 0 or step + 1 == steps:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            running += float(loss.detach())
+            count += 1
+            done += 1
+            if report is not None:
+                report(done, total_steps)
+        if stopped == "cancelled":
+            break
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        train_loss = running / max(count, 1)
+        val_loss, scores = _validate(module, images, labels, val_idx, loss_fn, device, use_amp,
+                                     model.classes)
+        metric = scores.mean_dice if scores is not None else -train_loss
+        metric = -math.inf if math.isnan(metric) else metric
+        row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
+               "val_loss": None if val_loss is None else round(val_loss, 6),
+               "mean_dice": _round(scores.mean_dice if scores else None),
+               "mean_iou": _round(scores.mean_iou if scores else None),
+               "lr": lr, "seconds": round(time.perf_counter() - began, 3)}
+        history.append(row)
+        improved = metric > best[0] or best[1] == 0
+        if improved:
+            best = (metric, epoch + 1, scores.to_json() if scores else None)
+            since_best = 0
+        else:
+            since_best += 1
+        state = _training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
+        payload = _payload(config, model, module, state, row, dataset.source)
+        if improved:
+            _write(config.out, payload)
+            result_paths["best"] = config.out
+        _write(config.last_path, payload)
+        result_paths["last"] = config.last_path
+        if config.log is not None:
+            write_log(Path(config.log), history)
+        if on_epoch is not None:
+            on_epoch(row)
+        if config.patience and since_best >= config.patience:
+            stopped = "early_stopping"
+            break
+    module.to("cpu").eval()
+    names = [s.name for s in dataset.samples]
+    return TrainResult(
+        best_epoch=best[1], best_metric=None if best[1] == 0 else _round(best[0]),
+        epochs_run=len(history), stopped=stopped, best_path=result_paths["best"],
+        last_path=result_paths["last"] or (config.last_path if config.last_path.is_file()
+                                           else None),
+        log_path=Path(config.log) if config.log is not None and history else None,
+        history=history, val_scores=best[2], classes=list(model.classes),
+        train_items=[names[i] for i in train_idx], val_items=[names[i] for i in val_idx],
+        warnings=warnings, skipped=list(dataset.skipped), module=module)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 6)
+
+
+def _epoch_order(train_idx: list[int], needed: int, rng: np.random.Generator) -> list[int]:
+    order: list[int] = []
+    while len(order) < needed:
+        order.extend(rng.permutation(train_idx).tolist())
+    return order[:needed]
+
+
+def _epochs_since_best(history: list[dict[str, Any]], best_epoch: int) -> int:
+    return len(history) - best_epoch if best_epoch else 0
+
+
+def _optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
+                                               gamma=config.gamma)
+    return None
+
+
+@torch.no_grad()
+def _validate(module: nn.Module, images: list[np.ndarray], labels: list[np.ndarray],
+              val_idx: list[int], loss_fn: Callable, device: torch.device, use_amp: bool,
+              classes: list[str]) -> tuple[float | None, Any]:
+    if not val_idx:
+        return None, None
+    module.eval()
+    matrix = np.zeros((len(classes), len(classes)), np.int64)
+    losses = []
+    for i in val_idx:
+        x = torch.from_numpy(images[i])[None].to(device)
+        y = torch.from_numpy(labels[i])[None].to(device)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = as_logits(module(x))
+        losses.append(float(loss_fn(logits, y)))
+        matrix += confusion_matrix(labels[i], logits.argmax(1)[0].cpu().numpy(), len(classes))
+    return float(np.mean(losses)), scores_from_confusion(matrix, classes)
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def _training_state(epoch: int, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    scaler: torch.amp.GradScaler, history: list[dict[str, Any]],
+                    best: tuple) -> dict[str, Any]:
+    return {"epoch": epoch, "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict(), "history": _plain(history),
+            "best": {"metric": None if math.isinf(best[0]) else float(best[0]),
+                     "epoch": int(best[1]), "scores": _plain(best[2])}}
+
+
+def _restore(training: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: torch.amp.GradScaler) -> tuple[int, list[dict[str, Any]], tuple]:
+    try:
+        optimizer.load_state_dict(training["optimizer"])
+        if scheduler is not None and training.get("scheduler"):
+            scheduler.load_state_dict(training["scheduler"])
+        if training.get("scaler"):
+            scaler.load_state_dict(training["scaler"])
+        best = training.get("best") or {}
+        metric = best.get("metric")
+        return (int(training["epoch"]), [dict(r) for r in training.get("history") or []],
+                (-math.inf if metric is None else float(metric), int(best.get("epoch") or 0),
+                 best.get("scores")))
+    except (KeyError, ValueError, TypeError) as err:
+        raise TrainError(f"The checkpoint's training state does not fit this run (another "
+                         f"optimiser or schedule?): {err}.") from err
+
+
+def _payload(config: TrainConfig, model: _Model, module: nn.Module, training: dict[str, Any],
+             row: dict[str, Any], source: str) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` writes, plus the ``"training"`` state."""
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    return {
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": config.model,
+        "model_kwargs": _plain(model.model_kwargs), "classes": list(model.classes),
+        "in_channels": int(model.in_channels), "mean": [float(v) for v in model.mean],
+        "std": [float(v) for v in model.std],
+        "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
+        "meta": _plain({"created": created, "epoch": row["epoch"], "metrics": row,
+                        "data": source, "loss": config.loss, "patch": config.patch}),
+        "training": training,
+    }
+
+
+def _write(path: Path, payload: dict[str, Any]) -> None:
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The metrics CSV (:data:`LOG_COLUMNS`), written atomically."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_COLUMNS})
+    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
+
+
+# -- evaluation of a trained model -----------------------------------------------------------------
+def evaluate_model(loaded: Any, dataset: TrainDataset, device: str = "auto",
+                   report: ReportFn | None = None) -> Any:
+    """Per-class Dice/IoU of a loaded model (``load_model``) on every sample of ``dataset``
+    (whole images, as inference runs them). Returns SegmentationScores."""
+    from core.inference.engine import InferenceEngine, InferenceSettings
+
+    names = None if loaded.weights_source == "state_dict" else list(loaded.classes)
+    mapping, _ = check_dataset(dataset, names)
+    engine = InferenceEngine(InferenceSettings(device=device))
+    classes = list(loaded.classes)
+    matrix = np.zeros((len(classes), len(classes)), np.int64)
+    for number, sample in enumerate(dataset.samples, 1):
+        prediction = engine.predict(loaded, sample.image)
+        truth = remap_labels(sample.labels, mapping)
+        matrix += confusion_matrix(truth, prediction.labels, len(classes))
+        if report is not None:
+            report(number, len(dataset.samples))
+    return scores_from_confusion(matrix, classes)
