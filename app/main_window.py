@@ -31,6 +31,7 @@ from app.canvas.viewer import ImageCanvas, default_levels
 from app.dialogs.export_dialog import ExportDialog
 from app.dialogs.help_dialog import ShortcutsDialog
 from app.dialogs.import_dialog import ImportDialog
+from app.dialogs.train_dialog import TrainDialog
 from app.panels.actions_panel import ActionsPanel
 from app.panels.assist_panel import AssistPanel
 from app.panels.classes_panel import ClassesPanel
@@ -128,6 +129,7 @@ class MainWindow(QMainWindow):
             ("open_images", self.choose_images), ("open_project", self.choose_project),
             ("open_frames", self.choose_frames_folder),
             ("export", self.show_export), ("import", self.show_import),
+            ("train", self.show_train),
             ("add_images", self.choose_images_to_add), ("quit", self.close), ("undo", self.undo),
             ("redo", self.redo), ("next_item", lambda: self._step_item(1)),
             ("previous_item", lambda: self._step_item(-1)),
@@ -185,6 +187,7 @@ class MainWindow(QMainWindow):
                                  a["previous_frame"], a["next_frame_10"], a["previous_frame_10"],
                                  a["play"], None, a["mark_done"], a["mark_review"],
                                  a["accept_frame"]])
+        add_menu(self, "&Models", [a["train"]])
         add_menu(self, "&Help", [a["help"]])
 
     def _connect(self) -> None:
@@ -799,6 +802,26 @@ class MainWindow(QMainWindow):
         dialog.open()
         self.import_dialog = dialog
 
+    def show_train(self) -> None:
+        project = self.workspace.project
+        if project is None:
+            raise SegStudioError("Open a project first.")
+        self.tools.finish_pending()
+        if self.workspace.session is not None:
+            self.workspace.session.checkpoint()  # train on what is on screen
+        dialog = TrainDialog(project, self)
+        dialog.trained.connect(self.use_trained_model)
+        dialog.open()
+        self.train_dialog = dialog
+
+    def use_trained_model(self, path: str, model: str) -> None:
+        """Offer a freshly trained checkpoint in the Models panel, selected."""
+        choice = self.models_panel.choice
+        choice.model.setCurrentIndex(max(choice.model.findData(model), 0))
+        choice.fill_weights()
+        choice.weights.insertItem(choice.weights.count() - 1, path, path)
+        choice.weights.setCurrentIndex(choice.weights.count() - 2)
+
     def show_shortcuts(self) -> None:
         self.shortcuts_dialog = ShortcutsDialog(self)
         self.shortcuts_dialog.open()
@@ -822,7 +845,8 @@ class MainWindow(QMainWindow):
         self.instances_panel.shutdown()
         self.actions_panel.shutdown()
         self.video_bar.stop()
-        for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None)):
+        for dialog in (getattr(self, "export_dialog", None), getattr(self, "import_dialog", None),
+                       getattr(self, "train_dialog", None)):
             if dialog is not None:
                 dialog.close()  # cancels and waits: never destroy a worker thread that runs
         try:

@@ -25,6 +25,7 @@ DEFAULTS: tuple[ShortcutSpec, ...] = (
     ShortcutSpec("add_images", ("Ctrl+Shift+A",), "Add images to the project"),
     ShortcutSpec("import", ("Ctrl+I",), "Import labels (VOC, index PNG)"),
     ShortcutSpec("export", ("Ctrl+E",), "Export labels"),
+    ShortcutSpec("train", ("Ctrl+T",), "Train a model on the corrected items"),
     ShortcutSpec("quit", ("Ctrl+Q",), "Quit"),
     ShortcutSpec("undo", ("Ctrl+Z",), "Undo"),
     ShortcutSpec("redo", ("Ctrl+Shift+Z", "Ctrl+Y"), "Redo"),
