@@ -20,14 +20,17 @@ LOSSES = ("ce", "dice", "ce+dice")  # core.train.loop.LOSSES
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from core.cli_train_tasks import add_task_arguments
+
     train = commands.add_parser(
         "train", help="train a semantic model on a project's labels or an exported dataset")
     source = train.add_mutually_exclusive_group(required=True)
     source.add_argument("--project", metavar="DIR",
                         help="a project: its items marked done (see --items)")
     source.add_argument("--data", metavar="DIR", help="an exported dataset folder (--format)")
-    train.add_argument("--format", choices=DATA_FORMATS, default="voc",
-                       help="with --data: the dataset's format (default voc)")
+    train.add_argument("--format", choices=(*DATA_FORMATS, "coco"), default="voc",
+                       help="with --data: the dataset's format (default voc; coco: instance "
+                            "models)")
     train.add_argument("--items", choices=("done", "all"), default="done",
                        help="with --project: items marked done (default), or also every image "
                             "with a mask")
@@ -64,6 +67,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="best checkpoint (the last one is written beside it as "
                             "NAME.last.pt)")
     train.add_argument("--log", metavar="FILE.csv", help="metrics per epoch")
+    add_task_arguments(train)  # instance / action models (core.cli_train_tasks)
     train.set_defaults(handler=cmd_train)
 
 
@@ -80,8 +84,12 @@ def load_training_data(args: argparse.Namespace, base: Any) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from core import cli as base
+    from core.cli_train_tasks import train_by_task
     from core.train.loop import TrainConfig, TrainError, train
 
+    handled = train_by_task(args)  # instance and action models
+    if handled is not None:
+        return handled
     dataset = load_training_data(args, base)
     kwargs = {} if args.base_channels is None else {"base_channels": args.base_channels}
     try:

@@ -265,6 +265,6 @@ def test_cli_errors(voc_dir: Path, tmp_path: Path) -> None:
     assert_one_error_line(result, 1, "No training data")
     result = run_cli("train", "--data", voc_dir, "--model", "maskrcnn_resnet50_fpn", "--out",
                      tmp_path / "m.pt")
-    assert_one_error_line(result, 1, "training covers the fully convolutional semantic")
+    assert_one_error_line(result, 1, "instances or --format coco, not voc")
     missing: subprocess.CompletedProcess[str] = run_cli("train", "--model", "unet", "--out", "x")
     assert missing.returncode == 2

@@ -1,0 +1,145 @@
+"""``segstudio-cli train`` for instance models (Mask R-CNN fine-tuning, :mod:`core.train.instances`)
+and action models (clip classifiers, :mod:`core.train.actions`).
+
+:func:`core.cli_train.cmd_train` hands the command here when the registry's task of ``--model``
+is ``"instance"`` or ``"action"`` (:func:`train_by_task`); semantic models stay there. Torch
+loads only when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+TASKS = ("instance", "action")
+
+
+def add_task_arguments(train: argparse.ArgumentParser) -> None:
+    """The options only instance / action training reads."""
+    train.add_argument("--max-side", type=int, metavar="N",
+                       help="instance models: scale images down to this longer side")
+    train.add_argument("--min-size", type=int, metavar="N",
+                       help="instance models: the detector's own resize of the shorter side "
+                            "(torchvision's min_size, default 800; max_size follows)")
+    train.add_argument("--clip-frames", type=int, metavar="T",
+                       help="action models: frames per clip (models that do not fix it)")
+    train.add_argument("--clip-stride", type=int, metavar="S",
+                       help="action models: frames between a clip's sampled frames (default: "
+                            "from the model's frame rate)")
+    train.add_argument("--no-eval", action="store_true",
+                       help="instance models: skip the validation mask AP")
+
+
+def model_task(name: str) -> str | None:
+    """The registry task of ``name`` (None for an unknown name: the semantic path reports it)."""
+    from core.models.registry import model_info
+
+    try:
+        return model_info(name).task
+    except Exception:  # UnknownModelError: left to the semantic path's message
+        return None
+
+
+def train_by_task(args: argparse.Namespace) -> int | None:
+    """Run ``train`` for an instance or action ``--model``; None for any other model (the
+    semantic path), which may not use ``--format coco``."""
+    from core import cli as base
+
+    task = model_task(args.model)
+    if task not in TASKS:
+        if getattr(args, "format", None) == "coco" and getattr(args, "data", None):
+            raise base.CliError("--format coco trains instance models (e.g. "
+                                "maskrcnn_resnet50_fpn); semantic models read voc or index.")
+        return None
+    if getattr(args, "nproc", 1) not in (None, 1):
+        raise base.CliError(f"--nproc applies to semantic models; {args.model} trains in one "
+                            "process.")
+    if args.resume:
+        raise base.CliError(f"--resume applies to semantic models, not {task} models.")
+    from core.train.loop import TrainError
+
+    try:
+        return _instances(args, base) if task == "instance" else _actions(args, base)
+    except TrainError as err:
+        raise base.CliError(str(err)) from err
+
+
+def _progress(base: Any, title: str, columns: tuple[str, ...]) -> tuple[Any, Any]:
+    bar = base._ProgressBar(title)
+
+    def epoch_line(row: dict[str, Any]) -> None:
+        bar.close()
+        bar._drawn = False
+        parts = [f"{key} {row[key]:.4f}" for key in columns if row.get(key) is not None]
+        print(f"epoch {row['epoch']}: {', '.join(parts)}, {row['seconds']:.1f} s",
+              file=sys.stderr)
+
+    return bar, epoch_line
+
+
+def _report(base: Any, model: str, result: Any, skipped: list[tuple[str, str]]) -> int:
+    for name, reason in skipped:
+        print(f"warning: skipped {name}: {reason}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    base._print_json({"model": model, **result.to_json(),
+                      "skipped": [{"name": n, "reason": r} for n, r in skipped]})
+    return 0
+
+
+def _instances(args: argparse.Namespace, base: Any) -> int:
+    from core.train.instances import (
+        InstanceTrainConfig,
+        instance_dataset_from_coco,
+        instance_dataset_from_project,
+        train_instances,
+    )
+
+    if args.project:
+        with base._open_project(args.project, read_only=True) as project:
+            dataset = instance_dataset_from_project(project, args.items, args.max_side)
+    elif args.format == "coco":
+        dataset = instance_dataset_from_coco(base._existing_path(args.data), args.max_side)
+    else:
+        raise base.CliError(f"{args.model} trains on a project's instances or --format coco, "
+                            f"not {args.format}.")
+    kwargs: dict[str, Any] = {}
+    if args.min_size:
+        kwargs = {"min_size": args.min_size, "max_size": max(args.min_size, 1333 *
+                                                             args.min_size // 800)}
+    config = InstanceTrainConfig(
+        model=args.model, out=Path(args.out), weights=args.weights, model_kwargs=kwargs,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
+        device=args.device, val_fraction=args.val_fraction, seed=args.seed,
+        steps_per_epoch=args.steps_per_epoch, evaluate=not args.no_eval)
+    bar, epoch_line = _progress(base, f"train {args.model}",
+                                ("loss", "loss_mask", "mask_ap", "box_ap"))
+    try:
+        result = train_instances(config, dataset, report=bar, on_epoch=epoch_line)
+    finally:
+        bar.close()
+    return _report(base, args.model, result, dataset.skipped)
+
+
+def _actions(args: argparse.Namespace, base: Any) -> int:
+    from core.train.actions import ActionTrainConfig, action_dataset_from_project, train_actions
+
+    if not args.project:
+        raise base.CliError(f"{args.model} trains on a project's labelled video segments "
+                            "(--project DIR).")
+    config = ActionTrainConfig(
+        model=args.model, out=Path(args.out), weights=args.weights, frames=args.clip_frames,
+        stride=args.clip_stride, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, device=args.device, val_fraction=args.val_fraction,
+        seed=args.seed, steps_per_epoch=args.steps_per_epoch, augment=not args.no_augment)
+    with base._open_project(args.project, read_only=True) as project:
+        dataset = action_dataset_from_project(project, config.spec(), config.stride)
+    bar, epoch_line = _progress(base, f"train {args.model}",
+                                ("train_loss", "val_loss", "top1", "top5"))
+    try:
+        result = train_actions(config, dataset, report=bar, on_epoch=epoch_line)
+    finally:
+        bar.close()
+    return _report(base, args.model, result, dataset.skipped)

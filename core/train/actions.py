@@ -1,0 +1,396 @@
+"""Training action recognition models on a project's labelled video segments (imports torch;
+load it lazily).
+
+Data (:func:`action_dataset_from_project`): every video item's segments
+(``Project.load_segments``); the target of a segment is the index of its label in
+``Project.action_labels()``. Each segment is cut into clips as inference cuts videos
+(:func:`core.inference.clips.clip_windows` over the segment's frames: ``T`` frames ``stride``
+apart, windows side by side, the last one ending on the segment's last frame; a segment shorter
+than a clip repeats its last frame). The stride defaults to the model's sampling rate
+(``round(video fps / spec.fps)``), as in :func:`core.inference.clips.classify_video`.
+
+Frames are decoded with :func:`core.io.video.open_video`, resized and centre-cropped with
+:func:`core.inference.clips.preprocess_frame` (the model's :class:`ClipSpec`), scaled to [0, 1]
+and normalised (the spec's statistics for random weights, the weights' own otherwise: the rule
+of ``classify_video``), laid out as the spec's ``input`` says (``"clip"`` (B, 3, T, H, W),
+``"frames"`` (B, T, 3, H, W); two-stream models are not trained here). Training clips are
+flipped horizontally at random.
+
+The loss is the cross-entropy; the validation split (whole segments, seeded) is scored with
+top-1 / top-5 accuracy (:func:`topk_accuracy`). Every epoch writes the "last" checkpoint and,
+when the validation top-1 (else the training loss) improved, the "best" one, in SegStudio's
+checkpoint format so ``load_model`` and ``classify_video`` read them.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from core.errors import SegStudioError
+from core.models.checkpoint import save_checkpoint
+from core.models.registry import model_info
+from core.train.instances import is_cancelled, make_optimizer, split_items
+from core.train.loop import OPTIMIZERS, ReportFn, TrainError
+
+
+# -- data ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipSample:
+    """One training clip: ``frames`` of the video ``video`` (a segment's ``group``)."""
+
+    video: str  # path
+    frames: tuple[int, ...]
+    label: int
+    group: int  # the segment it comes from (the split keeps a segment's clips together)
+
+
+@dataclass
+class ActionDataset:
+    """Clips with their label index into ``labels``."""
+
+    labels: list[str]
+    clips: list[ClipSample]
+    spec: Any  # the ClipSpec the clips were cut for
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    @property
+    def groups(self) -> int:
+        return len({c.group for c in self.clips})
+
+
+def model_clip_spec(model: str, frames: int | None = None, **model_kwargs: Any) -> Any:
+    """The model's ClipSpec, with ``frames`` per clip when the model does not fix them."""
+    from core.models.action_specs import clip_spec
+
+    spec = clip_spec(model, **model_kwargs)
+    if frames is not None and frames != spec.frames:
+        if spec.fixed_frames:
+            raise TrainError(f"{model} takes exactly {spec.frames} frames per clip.")
+        if frames < spec.min_frames:
+            raise TrainError(f"{model} needs at least {spec.min_frames} frames per clip.")
+        spec = replace(spec, frames=int(frames))
+    return spec
+
+
+def action_dataset_from_project(project: Any, spec: Any, stride: int | None = None
+                                ) -> ActionDataset:
+    """The clips of every labelled segment of ``project`` (open Project or folder)."""
+    from core.inference.clips import clip_windows, default_stride
+    from core.io.video import open_video
+    from core.project.store import Project
+
+    if not isinstance(project, Project):
+        with Project.open(project, read_only=True) as opened:
+            return action_dataset_from_project(opened, spec, stride)
+    if spec.input == "two_stream":
+        raise TrainError("Two-stream models are not trained here (they need optical flow).")
+    labels = project.action_labels()
+    index = {label: i for i, label in enumerate(labels)}
+    clips, skipped = [], []
+    group = 0
+    for item in project.items():
+        if item.kind != "video":
+            continue
+        segments = project.load_segments(item.id)
+        if not segments:
+            continue
+        if item.source is None:
+            skipped.append((item.name, "its video is missing"))
+            continue
+        try:
+            with open_video(item.source, prefetch=False) as reader:
+                fps = float(reader.fps)
+        except (SegStudioError, OSError) as err:
+            skipped.append((item.name, str(err)))
+            continue
+        step = stride or default_stride(spec, fps)
+        for segment in segments:
+            if segment.label not in index:
+                skipped.append((item.name, f"segment {segment.start}-{segment.end}: label "
+                                           f"{segment.label!r} is not in the vocabulary"))
+                continue
+            length = segment.end - segment.start + 1
+            for window in clip_windows(length, spec.frames, step):
+                frames = tuple(segment.start + f for f in window.frame_indices)
+                clips.append(ClipSample(str(item.source), frames, index[segment.label], group))
+            group += 1
+    return ActionDataset(labels, clips, spec, skipped, str(project.folder))
+
+
+class ClipLoader:
+    """Decodes and prepares clips (keeps one reader per video open; :meth:`close` them)."""
+
+    def __init__(self, spec: Any, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.spec = spec
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).reshape(3, 1, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).reshape(3, 1, 1, 1)
+        self._readers: dict[str, Any] = {}
+
+    def clip(self, sample: ClipSample, flip: bool = False) -> torch.Tensor:
+        """(3, T, H, W) for ``"clip"`` models, (T, 3, H, W) for ``"frames"`` ones."""
+        from core.inference.clips import preprocess_frame
+        from core.io.video import open_video
+
+        reader = self._readers.get(sample.video)
+        if reader is None:
+            reader = self._readers[sample.video] = open_video(sample.video, prefetch=False)
+        frames = np.stack([preprocess_frame(reader.frame(i), self.spec) for i in sample.frames])
+        if flip:
+            frames = frames[:, :, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float() / 255.0
+        x = (x - self.mean) / self.std
+        return x.permute(1, 0, 2, 3).contiguous() if self.spec.input == "frames" else x
+
+    def batch(self, samples: Sequence[ClipSample], rng: np.random.Generator | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        flips = [bool(rng.random() < 0.5) if rng is not None else False for _ in samples]
+        x = torch.stack([self.clip(s, f) for s, f in zip(samples, flips, strict=True)])
+        return x, torch.tensor([s.label for s in samples], dtype=torch.int64)
+
+    def close(self) -> None:
+        for reader in self._readers.values():
+            reader.close()
+        self._readers.clear()
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+def topk_accuracy(logits: torch.Tensor | np.ndarray, targets: torch.Tensor | np.ndarray,
+                  ks: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Fraction of rows whose target is among the ``k`` highest logits, for each ``k`` (a ``k``
+    beyond the class count counts every row right). Ties are broken by lower class index."""
+    scores = torch.as_tensor(logits, dtype=torch.float32)
+    target = torch.as_tensor(targets, dtype=torch.int64).reshape(-1)
+    if scores.ndim != 2 or scores.shape[0] != target.shape[0]:
+        raise ValueError(f"logits (N, C) and targets (N,), not {tuple(scores.shape)} and "
+                         f"{tuple(target.shape)}")
+    if target.numel() == 0:
+        return {int(k): 0.0 for k in ks}
+    # stable order: a higher score first, the lower index first among equals
+    order = torch.from_numpy(np.argsort(-scores.numpy(), axis=1, kind="stable"))
+    rank = (order == target[:, None]).float().argmax(dim=1)
+    return {int(k): float((rank < k).float().mean()) for k in ks}
+
+
+# -- configuration ---------------------------------------------------------------------------------
+@dataclass
+class ActionTrainConfig:
+    """How to train an action model.
+
+    Attributes:
+        model: A registered model of task ``"action"`` (not two-stream).
+        out: Best checkpoint; the last one is ``<stem>.last.pt`` beside it.
+        weights: None (random weights) or a checkpoint / published weights name whose classes
+            are the project's action labels (same count).
+        model_kwargs: Builder options.
+        frames: Frames per clip (models that do not fix T; default the spec's).
+        stride: Frames between a clip's sampled frames (default from the spec's frame rate).
+        epochs, batch_size, lr, weight_decay, momentum, optimizer, device, val_fraction, seed,
+        steps_per_epoch: The usual (the split keeps the clips of a segment together).
+        augment: Random horizontal flips.
+    """
+
+    model: str
+    out: Path
+    weights: str | Path | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    frames: int | None = None
+    stride: int | None = None
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "adamw"
+    device: str = "auto"
+    val_fraction: float = 0.2
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).expanduser()
+        checks = ((self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+                  (self.epochs >= 1, "epochs must be >= 1"),
+                  (self.batch_size >= 1, "batch size must be >= 1"),
+                  (self.lr > 0, "the learning rate must be > 0"),
+                  (0 <= self.val_fraction < 1, "the validation fraction must be in [0, 1)"))
+        for ok, message in checks:
+            if not ok:
+                raise TrainError(f"{message}.")
+
+    @property
+    def last_path(self) -> Path:
+        return self.out.with_name(f"{self.out.stem}.last{self.out.suffix or '.pt'}")
+
+    def spec(self) -> Any:
+        return model_clip_spec(self.model, self.frames, **self.model_kwargs)
+
+
+@dataclass
+class ActionTrainResult:
+    """What a run did (``history``: loss, top-1 and top-5 per epoch)."""
+
+    best_epoch: int
+    best_metric: float | None
+    epochs_run: int
+    stopped: str
+    best_path: Path | None
+    last_path: Path | None
+    history: list[dict[str, Any]]
+    classes: list[str]
+    train_clips: int
+    val_clips: int
+    warnings: list[str] = field(default_factory=list)
+    module: nn.Module | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "epochs_run": self.epochs_run, "stopped": self.stopped,
+                "best": None if self.best_path is None else str(self.best_path),
+                "last": None if self.last_path is None else str(self.last_path),
+                "classes": self.classes, "train_clips": self.train_clips,
+                "val_clips": self.val_clips, "history": self.history,
+                "warnings": self.warnings}
+
+
+def action_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                y: torch.Tensor) -> float:
+    """One cross-entropy step; the loss."""
+    module.train()
+    loss = F.cross_entropy(module(x), y)
+    if not torch.isfinite(loss):
+        raise TrainError("The loss is not finite; lower the learning rate.")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def evaluate_clips(module: nn.Module, loader: ClipLoader, clips: Sequence[ClipSample],
+                   batch_size: int, device: Any) -> dict[str, float]:
+    """Mean loss and top-1 / top-5 accuracy of ``module`` on ``clips``."""
+    module.eval()
+    logits, targets = [], []
+    for start in range(0, len(clips), batch_size):
+        x, y = loader.batch(clips[start:start + batch_size])
+        logits.append(module(x.to(device)).float().cpu())
+        targets.append(y)
+    scores, target = torch.cat(logits), torch.cat(targets)
+    accuracy = topk_accuracy(scores, target, (1, 5))
+    return {"val_loss": float(F.cross_entropy(scores, target)), "top1": accuracy[1],
+            "top5": accuracy[5]}
+
+
+def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
+                  report: ReportFn | None = None, cancel: Any = None,
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                  ) -> ActionTrainResult:
+    """Train ``config.model`` on the clips of ``dataset``; see the module docstring."""
+    from core.inference.device import select_device
+    from core.models.loading import load_model
+
+    info = model_info(config.model)
+    if info.task != "action":
+        raise TrainError(f"{config.model} is a {info.task} model, not an action model.")
+    if not dataset.clips:
+        raise TrainError("No labelled video segment to train on.")
+    classes = list(dataset.labels)
+    if config.weights is None:
+        loaded = load_model(config.model, num_classes=len(classes), **config.model_kwargs)
+        mean, std = dataset.spec.mean, dataset.spec.std
+    else:
+        loaded = load_model(config.model, weights=config.weights, **config.model_kwargs)
+        if len(loaded.classes) != len(classes):
+            raise TrainError(f"The weights have {len(loaded.classes)} classes but the project "
+                             f"{len(classes)} action labels.")
+        mean, std = loaded.mean, loaded.std
+    groups = sorted({c.group for c in dataset.clips})
+    _, val_g = split_items(len(groups), config.val_fraction, config.seed)
+    val_groups = {groups[i] for i in val_g}
+    train_clips = [c for c in dataset.clips if c.group not in val_groups]
+    val_clips = [c for c in dataset.clips if c.group in val_groups]
+    warnings = [] if val_clips else [
+        "no validation split (too few segments); the best checkpoint is the one with the "
+        "lowest training loss"]
+    device = select_device(config.device)
+    module = loaded.module.to(device)
+    optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
+                               config.momentum)
+    loader = ClipLoader(dataset.spec, mean, std)
+    rng = np.random.default_rng(config.seed)
+    per_epoch = config.steps_per_epoch or math.ceil(len(train_clips) / config.batch_size)
+    total, done = per_epoch * config.epochs, 0
+    best = (-math.inf, 0)
+    best_path = None
+    history: list[dict[str, Any]] = []
+    stopped = "completed"
+    kwargs = dict(loaded.model_kwargs)
+
+    def save(path: Path, row: dict[str, Any]) -> Path:
+        return save_checkpoint(path, config.model, module, classes, loaded.in_channels,
+                               list(mean), list(std), model_kwargs=kwargs,
+                               meta={"data": dataset.source, "task": "action",
+                                     "clip_frames": dataset.spec.frames, "epoch": row["epoch"],
+                                     "metrics": row})
+
+    try:
+        order: list[int] = []
+        for epoch in range(1, config.epochs + 1):
+            started = time.perf_counter()
+            losses = []
+            for _ in range(per_epoch):
+                if is_cancelled(cancel):
+                    stopped = "cancelled"
+                    break
+                while len(order) < config.batch_size:
+                    order.extend(rng.permutation(len(train_clips)).tolist())
+                batch, order = order[:config.batch_size], order[config.batch_size:]
+                x, y = loader.batch([train_clips[i] for i in batch],
+                                    rng if config.augment else None)
+                losses.append(action_step(module, optimizer, x.to(device), y.to(device)))
+                done += 1
+                if report is not None:
+                    report(done, total)
+            if not losses:
+                break
+            row: dict[str, Any] = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
+                                   "val_loss": None, "top1": None, "top5": None}
+            if val_clips:
+                row.update(evaluate_clips(module, loader, val_clips, config.batch_size, device))
+                metric = row["top1"]
+            else:
+                metric = -row["train_loss"]
+            row["seconds"] = round(time.perf_counter() - started, 3)
+            history.append(row)
+            save(config.last_path, row)
+            if metric > best[0]:
+                best = (metric, epoch)
+                best_path = save(config.out, row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if stopped == "cancelled":
+                break
+    finally:
+        loader.close()
+    module.to("cpu").eval()
+    return ActionTrainResult(
+        best_epoch=best[1], best_metric=None if best[1] == 0 else float(best[0]),
+        epochs_run=len(history), stopped=stopped, best_path=best_path,
+        last_path=config.last_path if history else None, history=history, classes=classes,
+        train_clips=len(train_clips), val_clips=len(val_clips), warnings=warnings,
+        module=module)
