@@ -9,6 +9,7 @@ the functions: core.cli imports this module). Torch loads only when a command ru
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                        help="best checkpoint (the last one is written beside it as "
                             "NAME.last.pt)")
     train.add_argument("--log", metavar="FILE.csv", help="metrics per epoch")
+    train.add_argument("--nproc", type=int, default=1, metavar="N",
+                       help="train in N local processes (DistributedDataParallel through "
+                            "torchrun; --batch-size is per process)")
     add_task_arguments(train)  # instance / action models (core.cli_train_tasks)
     train.set_defaults(handler=cmd_train)
 
@@ -90,6 +94,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     handled = train_by_task(args)  # instance and action models
     if handled is not None:
         return handled
+    if args.nproc != 1:
+        return _launch(args, base)
+    quiet = os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "0") != "0"
     dataset = load_training_data(args, base)
     kwargs = {} if args.base_channels is None else {"base_channels": args.base_channels}
     try:
@@ -104,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             log=Path(args.log) if args.log else None)
     except TrainError as err:
         raise base.CliError(str(err)) from err
-    for name, reason in dataset.skipped:
+    for name, reason in [] if quiet else dataset.skipped:
         print(f"warning: skipped {name}: {reason}", file=sys.stderr)
     bar = base._ProgressBar(f"train {args.model}")
 
@@ -116,12 +123,31 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{row['seconds']:.1f} s", file=sys.stderr)
 
     try:
-        result = train(config, dataset, report=bar, on_epoch=epoch_line)
+        result = train(config, dataset, report=None if quiet else bar,
+                       on_epoch=None if quiet else epoch_line)
     finally:
         bar.close()
+    if quiet:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     base._print_json({"model": args.model, **result.to_json()})
+    return 0
+
+
+def _launch(args: argparse.Namespace, base: Any) -> int:
+    """``train --nproc N``: the same command in N processes under torch.distributed.run."""
+    from core.train.distributed import launch, strip_nproc
+
+    if args.nproc < 1:
+        raise base.CliError("--nproc must be >= 1.")
+    argv = sys.argv[1:]
+    if "train" not in argv:
+        raise base.CliError("train --nproc runs from the command line only.")
+    code, stdout, error = launch(args.nproc, strip_nproc(argv))
+    if code != 0:
+        raise base.CliError(error or f"a training process failed (exit code {code}).")
+    sys.stdout.write(stdout)
     return 0
 
 

@@ -339,15 +339,40 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
         resume file that does not fit. The errors of ``load_model`` for weights.
     """
     from core.inference.device import select_device
+    from core.train import distributed
 
+    device = select_device(config.device)
+    ctx = distributed.setup(device) if distributed.launched() else None
+    if ctx is None:
+        return _train(config, dataset, report, cancel, on_epoch, device, ctx)
+    try:
+        result = _train(config, dataset, report, cancel, on_epoch, device, ctx)
+    except BaseException:
+        ctx.close(failed=True)
+        raise
+    ctx.close()
+    return result
+
+
+def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, cancel: Any,
+           on_epoch: Callable[[dict[str, Any]], None] | None, device: torch.device,
+           ctx: Any) -> TrainResult:
+    """:func:`train` in this process; ``ctx``: a :class:`core.train.distributed.Context` under
+    torchrun (None: a single process)."""
+    from core.train import distributed
+
+    main = ctx is None or ctx.main
+    if ctx is not None:
+        device = ctx.device
     model = build_model(config, dataset)
     images, labels, warnings = _prepare(dataset, model)
     train_idx, val_idx = split_dataset(dataset, config.val_fraction, config.seed)
     if not val_idx:
         warnings.append("no validation split (too few items); the best checkpoint is the one "
                         "with the lowest training loss")
-    device = select_device(config.device)
     module = model.module.to(device)
+    net = module if ctx is None else ctx.wrap(module)
+    world = 1 if ctx is None else ctx.world
     use_amp = config.amp and device.type == "cuda"
     num_classes = len(model.classes)
     weights = None
@@ -361,7 +386,8 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
     augment = Augmentation(config.patch) if config.augment else Augmentation(
         config.patch, flips=False, rotate90=False, scale=(1.0, 1.0), brightness=0.0,
         contrast=0.0)
-    steps = config.steps_per_epoch or max(1, math.ceil(len(train_idx) / config.batch_size))
+    steps = config.steps_per_epoch or max(1, math.ceil(len(train_idx)
+                                                      / (config.batch_size * world)))
     steps *= config.accumulate if config.steps_per_epoch is None else 1
 
     start, history, best = 0, [], (-math.inf, 0, None)
@@ -374,22 +400,30 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
     done = 0
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
         module.train()
         optimizer.zero_grad(set_to_none=True)
-        order = _epoch_order(train_idx, steps * config.batch_size, rng)
+        if ctx is None:
+            rng = np.random.default_rng([config.seed, epoch])
+            order = _epoch_order(train_idx, steps * config.batch_size, rng)
+        else:  # this rank's shard; its own augmentations
+            rng = np.random.default_rng([config.seed, epoch, ctx.rank])
+            order = distributed.shard_order(train_idx, steps * config.batch_size, epoch,
+                                            config.seed, ctx)
         running, count = 0.0, 0
         for step in range(steps):
-            if _is_set(cancel):
+            flag = _is_set(cancel)
+            if flag if ctx is None else ctx.any(flag):
                 stopped = "cancelled"
                 break
             batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             x, y = _batch(images, labels, batch, augment, rng)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = loss_fn(as_logits(module(x)), y)
-            scaler.scale(loss / config.accumulate).backward()
-            if (step + 1) % config.accumulate == 0 or step + 1 == steps:
+            stepping = (step + 1) % config.accumulate == 0 or step + 1 == steps
+            with distributed.no_sync(net, not stepping):
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss = loss_fn(as_logits(net(x)), y)
+                scaler.scale(loss / config.accumulate).backward()
+            if stepping:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -403,9 +437,12 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
         lr = optimizer.param_groups[0]["lr"]
         if scheduler is not None:
             scheduler.step()
+        if ctx is not None:  # the mean over the ranks; the same buffers on every rank
+            running, count = (float(v) for v in ctx.sum([running, count]))
+            ctx.sync_buffers(module)
         train_loss = running / max(count, 1)
         val_loss, scores = _validate(module, images, labels, val_idx, loss_fn, device, use_amp,
-                                     model.classes)
+                                     model.classes, ctx)
         metric = scores.mean_dice if scores is not None else -train_loss
         metric = -math.inf if math.isnan(metric) else metric
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
@@ -420,28 +457,35 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
             since_best = 0
         else:
             since_best += 1
-        state = _training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
-        payload = _payload(config, model, module, state, row, dataset.source)
-        if improved:
+        state = payload = None
+        if main:
+            state = _training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
+            payload = _payload(config, model, module, state, row, dataset.source)
+        if improved and main:
             _write(config.out, payload)
             result_paths["best"] = config.out
-        _write(config.last_path, payload)
-        result_paths["last"] = config.last_path
-        if config.log is not None:
+        if main:
+            _write(config.last_path, payload)
+            result_paths["last"] = config.last_path
+        if config.log is not None and main:
             write_log(Path(config.log), history)
-        if on_epoch is not None:
+        if on_epoch is not None and main:
             on_epoch(row)
         if config.patience and since_best >= config.patience:
             stopped = "early_stopping"
             break
+    if ctx is not None:
+        distributed.dump(ctx, module, {**result_paths, "log": config.log if main else None})
     module.to("cpu").eval()
     names = [s.name for s in dataset.samples]
+    if not main:  # rank 0 reports the files
+        result_paths = {"best": None, "last": None}
     return TrainResult(
         best_epoch=best[1], best_metric=None if best[1] == 0 else _round(best[0]),
         epochs_run=len(history), stopped=stopped, best_path=result_paths["best"],
-        last_path=result_paths["last"] or (config.last_path if config.last_path.is_file()
-                                           else None),
-        log_path=Path(config.log) if config.log is not None and history else None,
+        last_path=result_paths["last"] or (config.last_path if main
+                                           and config.last_path.is_file() else None),
+        log_path=Path(config.log) if config.log is not None and history and main else None,
         history=history, val_scores=best[2], classes=list(model.classes),
         train_items=[names[i] for i in train_idx], val_items=[names[i] for i in val_idx],
         warnings=warnings, skipped=list(dataset.skipped), module=module)
@@ -482,19 +526,25 @@ def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
 @torch.no_grad()
 def _validate(module: nn.Module, images: list[np.ndarray], labels: list[np.ndarray],
               val_idx: list[int], loss_fn: Callable, device: torch.device, use_amp: bool,
-              classes: list[str]) -> tuple[float | None, Any]:
+              classes: list[str], ctx: Any = None) -> tuple[float | None, Any]:
+    """Validation loss and scores; under DDP each rank scores its share of ``val_idx`` and
+    the sums are all-reduced (every rank gets the same numbers)."""
     if not val_idx:
         return None, None
     module.eval()
     matrix = np.zeros((len(classes), len(classes)), np.int64)
     losses = []
-    for i in val_idx:
+    for i in (val_idx if ctx is None else val_idx[ctx.rank::ctx.world]):
         x = torch.from_numpy(images[i])[None].to(device)
         y = torch.from_numpy(labels[i])[None].to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = as_logits(module(x))
         losses.append(float(loss_fn(logits, y)))
         matrix += confusion_matrix(labels[i], logits.argmax(1)[0].cpu().numpy(), len(classes))
+    if ctx is not None:
+        summed = ctx.sum([sum(losses), len(losses), *matrix.ravel().tolist()])
+        matrix = np.rint(summed[2:]).astype(np.int64).reshape(matrix.shape)
+        return float(summed[0] / summed[1]), scores_from_confusion(matrix, classes)
     return float(np.mean(losses)), scores_from_confusion(matrix, classes)
 
 
