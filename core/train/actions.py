@@ -40,7 +40,12 @@ from core.errors import SegStudioError
 from core.models.checkpoint import save_checkpoint
 from core.models.registry import model_info
 from core.train.instances import is_cancelled, make_optimizer, split_items
-from core.train.loop import OPTIMIZERS, ReportFn, TrainError
+from core.train.loop import (
+    ReportFn,
+    TrainError,
+    check_config,
+    last_checkpoint_path,
+)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -223,18 +228,12 @@ class ActionTrainConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).expanduser()
-        checks = ((self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                  (self.epochs >= 1, "epochs must be >= 1"),
-                  (self.batch_size >= 1, "batch size must be >= 1"),
-                  (self.lr > 0, "the learning rate must be > 0"),
-                  (0 <= self.val_fraction < 1, "the validation fraction must be in [0, 1)"))
-        for ok, message in checks:
-            if not ok:
-                raise TrainError(f"{message}.")
+        check_config(optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
+                     lr=self.lr, val_fraction=self.val_fraction)
 
     @property
     def last_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}.last{self.out.suffix or '.pt'}")
+        return last_checkpoint_path(self.out)
 
     def spec(self) -> Any:
         return model_clip_spec(self.model, self.frames, **self.model_kwargs)

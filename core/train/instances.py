@@ -36,7 +36,12 @@ from core.errors import SegStudioError
 from core.models.checkpoint import save_checkpoint
 from core.models.registry import model_info
 from core.project.items import Instance
-from core.train.loop import OPTIMIZERS, ReportFn, TrainError
+from core.train.loop import (
+    ReportFn,
+    TrainError,
+    check_config,
+    last_checkpoint_path,
+)
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
              "loss_rpn_box_reg")
@@ -246,18 +251,12 @@ class InstanceTrainConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).expanduser()
-        checks = ((self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                  (self.epochs >= 1, "epochs must be >= 1"),
-                  (self.batch_size >= 1, "batch size must be >= 1"),
-                  (self.lr > 0, "the learning rate must be > 0"),
-                  (0 <= self.val_fraction < 1, "the validation fraction must be in [0, 1)"))
-        for ok, message in checks:
-            if not ok:
-                raise TrainError(f"{message}.")
+        check_config(optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
+                     lr=self.lr, val_fraction=self.val_fraction)
 
     @property
     def last_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}.last{self.out.suffix or '.pt'}")
+        return last_checkpoint_path(self.out)
 
 
 @dataclass

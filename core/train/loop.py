@@ -61,6 +61,25 @@ class TrainError(SegStudioError):
     """Training cannot start or go on (bad options, a checkpoint that does not fit)."""
 
 
+def check_config(*extra: tuple[bool, str], optimizer: str, epochs: int, batch_size: int,
+                 lr: float, val_fraction: float) -> None:
+    """Raise TrainError for the first failed check: the settings every training run shares,
+    then ``extra`` (ok, message) pairs of the run's own."""
+    checks = ((optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
+              (epochs >= 1, "epochs must be >= 1"),
+              (batch_size >= 1, "batch size must be >= 1"),
+              (lr > 0, "the learning rate must be > 0"),
+              (0 <= val_fraction < 1, "the validation fraction must be in [0, 1)"), *extra)
+    for ok, message in checks:
+        if not ok:
+            raise TrainError(f"{message}.")
+
+
+def last_checkpoint_path(out: Path) -> Path:
+    """Where the last epoch's checkpoint goes, beside the best one: ``<stem>.last.pt``."""
+    return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
+
+
 @dataclass
 class TrainConfig:
     """How to train.
@@ -122,23 +141,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).expanduser()
-        checks = ((self.loss in LOSSES, f"loss must be one of {LOSSES}"),
-                  (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-                  (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-                  (self.epochs >= 1, "epochs must be >= 1"),
-                  (self.batch_size >= 1, "batch size must be >= 1"),
-                  (self.accumulate >= 1, "accumulate must be >= 1"),
-                  (self.lr > 0, "the learning rate must be > 0"),
-                  (self.patch >= 16, "the patch must be >= 16 pixels"),
-                  (0 <= self.val_fraction < 1, "the validation fraction must be in [0, 1)"),
-                  (self.patience >= 0, "patience must be >= 0"))
-        for ok, message in checks:
-            if not ok:
-                raise TrainError(f"{message}.")
+        check_config((self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+                     (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+                     (self.accumulate >= 1, "accumulate must be >= 1"),
+                     (self.patch >= 16, "the patch must be >= 16 pixels"),
+                     (self.patience >= 0, "patience must be >= 0"),
+                     optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
+                     lr=self.lr, val_fraction=self.val_fraction)
 
     @property
     def last_path(self) -> Path:
-        return self.out.with_name(f"{self.out.stem}.last{self.out.suffix or '.pt'}")
+        return last_checkpoint_path(self.out)
 
 
 @dataclass
