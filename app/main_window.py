@@ -239,6 +239,8 @@ class MainWindow(QMainWindow):
         self.tools.line_drawn.connect(
             lambda x0, y0, x1, y1: ip._guard(lambda: ip.split_selected((x0, y0), (x1, y1))))
         self.models_panel.applied.connect(self._on_prediction)
+        self.models_panel.applied.connect(lambda _p: self.items_panel.refresh())
+        self.models_panel.batch_done.connect(self.items_panel.refresh)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
         self.models_panel.confidence.toggled.connect(lambda _on: self._show_confidence())
@@ -624,10 +626,12 @@ class MainWindow(QMainWindow):
     def _open_item(self, row: int) -> None:
         self.tools.finish_pending()
         self.workspace.open_item(row)
+        self.items_panel.refresh()  # the item left is checkpointed: its model Dice is current
 
     def _step_item(self, delta: int) -> None:
         self.tools.finish_pending()
         self.workspace.step_item(delta)
+        self.items_panel.refresh()
 
     def _set_frame(self, frame: int) -> None:
         self.tools.finish_pending()

@@ -28,6 +28,7 @@ class PredictSummary:
     written: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    last_confidence: float | None = None  # mean winning probability of the last single image
 
 
 class _Steps:
@@ -118,6 +119,9 @@ def predict_items(engine, loaded, project, items, *, include_done: bool = False,
             continue
         planes = image if item.frames > 1 else None
         labels = _predict_image(engine, loaded, image, planes, steps, cancel, summary)
+        if planes is None:  # kept to measure the corrections and to rank what to label next
+            project.save_class_prediction(item.id, loaded.model, labels,
+                                          summary.last_confidence)
         current = project.load_mask(item)
         if labels.dtype.itemsize > current.dtype.itemsize:
             current = current.astype(labels.dtype)
@@ -162,6 +166,7 @@ def _predict_image(engine, loaded, image, planes, steps: _Steps, cancel, summary
     if planes is None:
         prediction = engine.predict(loaded, image, report=steps.image_report(), cancel=cancel)
         summary.notes.extend(n for n in prediction.notes if n not in summary.notes)
+        summary.last_confidence = mean_confidence(prediction)
         return prediction.labels
     pages = []
     for page in planes:
@@ -170,6 +175,12 @@ def _predict_image(engine, loaded, image, planes, steps: _Steps, cancel, summary
         pages.append(prediction.labels)
     dtype = np.uint16 if any(p.dtype == np.uint16 for p in pages) else np.uint8
     return np.stack([p.astype(dtype) for p in pages])
+
+
+def mean_confidence(prediction) -> float | None:
+    """The mean winning-class probability of a prediction (how sure the model was)."""
+    confidence = getattr(prediction, "confidence", None)
+    return None if confidence is None else float(np.mean(confidence))
 
 
 def encode_index_png(labels: np.ndarray) -> bytes:

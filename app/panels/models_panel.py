@@ -269,6 +269,12 @@ class ModelsPanel(QWidget):
             self._write_elsewhere(request, prediction.labels)  # the person opened another item
         elif whole or (session.plane, session.axes) == (request.plane, request.axes):
             session.replace_plane(prediction.labels, whole=whole)
+            if request.frame is None and (whole or not request.plane):  # the whole item
+                from core.predict import mean_confidence
+
+                self.workspace.project.save_class_prediction(
+                    request.item_id, request.model, prediction.labels,
+                    mean_confidence(prediction))
         else:  # same item, but the person moved to another slice or view meanwhile
             shown = session.plane, session.axes
             session.set_view(request.plane, request.axes)

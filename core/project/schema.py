@@ -10,7 +10,7 @@ import sqlite3
 
 from core.errors import SchemaTooNewError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -133,8 +133,21 @@ CREATE TABLE action_scores (
 );
 """
 
+# Version 5: what a semantic model last predicted on an item, untouched by the corrections (how
+# much did the person fix?), and how sure it was (mean winning probability: what to label next).
+_V5 = """
+CREATE TABLE class_predictions (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    confidence REAL
+);
+"""
+
 # Migration i is the SQL that turns a database of version i into version i + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5}
 
 
 def check_version(db: sqlite3.Connection, folder: str) -> int:

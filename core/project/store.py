@@ -513,6 +513,33 @@ class Project:
         """Whether the item has an instance map stored."""
         return self.has_mask(item_id, layer="instances")
 
+    # -- semantic predictions kept -------------------------------------------------------------------
+    def save_class_prediction(self, item_id: int, model: str, labels: np.ndarray,
+                              confidence: float | None = None) -> None:
+        """Keep what a model predicted on a whole item (and its mean winning probability)."""
+        labels = np.ascontiguousarray(labels)
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO class_predictions (item_id, model, shape, dtype, "
+                       "data, confidence) VALUES (?, ?, ?, ?, ?, ?)",
+                       (item_id, model, json.dumps(list(labels.shape)), labels.dtype.str,
+                        zlib.compress(labels.tobytes(), 3), confidence))
+
+    def load_class_prediction(self, item_id: int) -> tuple[str, np.ndarray] | None:
+        """(model, labels) of the last prediction kept for an item, or None."""
+        rows = self._read("SELECT model, shape, dtype, data FROM class_predictions "
+                          "WHERE item_id = ?", (item_id,))
+        if not rows:
+            return None
+        model, shape, dtype, data = rows[0]
+        with self._reading():
+            raw = np.frombuffer(zlib.decompress(data), np.dtype(dtype))
+        return model, raw.reshape(json.loads(shape)).copy()
+
+    def prediction_confidences(self) -> dict[int, float | None]:
+        """Item id -> mean winning probability of its kept prediction (None: not recorded)."""
+        rows = self._read("SELECT item_id, confidence FROM class_predictions")
+        return {int(i): None if c is None else float(c) for i, c in rows}
+
     # -- temporal labels ---------------------------------------------------------------------------
     def load_segments(self, item_id: int) -> list[Segment]:
         """The action segments of a video, by start frame."""

@@ -77,3 +77,18 @@ def _nanmean(values: Sequence[float]) -> float:
     array = np.asarray(values, np.float64)
     array = array[~np.isnan(array)]
     return float(array.mean()) if array.size else float("nan")
+
+
+def agreement_dice(prediction: np.ndarray, truth: np.ndarray) -> float | None:
+    """Mean Dice over the foreground classes present in either map: how much of a model's
+    prediction the person kept (1.0: nothing corrected). None when both are all background or
+    the shapes differ."""
+    prediction, truth = np.asarray(prediction), np.asarray(truth)
+    if prediction.shape != truth.shape:
+        return None
+    classes = np.union1d(np.unique(prediction), np.unique(truth))
+    scores = []
+    for value in classes[classes != 0]:
+        a, b = prediction == value, truth == value
+        scores.append(2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum()))
+    return float(np.mean(scores)) if scores else None

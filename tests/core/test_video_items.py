@@ -116,7 +116,8 @@ def test_a_version_1_project_gains_the_frame_tables(tmp_path):
     db = sqlite3.connect(tmp_path / "old" / "project.sqlite")
     for table in ("frame_info", "frame_journal", "frame_masks",  # version 2
                   "instance_masks", "instance_journal", "instances",  # version 3
-                  "instance_predictions", "segments", "action_scores"):  # 3, 4
+                  "instance_predictions", "segments", "action_scores",  # 3, 4
+                  "class_predictions"):  # 5
         db.execute(f"DROP TABLE {table}")
     db.execute("PRAGMA user_version = 1")
     db.commit()

@@ -376,3 +376,34 @@ def test_cancel_every_slice_leaves_the_labels_unchanged(qtbot, ct_window, monkey
     assert np.array_equal(session.labels, before)
     assert len(session.history) == steps
     assert all(button.isEnabled() for button in panel.buttons.values())
+
+
+def test_model_dice_in_the_item_list_and_next_item_to_label(qtbot, window):
+    """After a batch run every item keeps the model's prediction and how sure it was: the list
+    shows how much of it the person kept (Dice), and "Next item to label" opens the least sure."""
+    panel, ws, items = window.models_panel, window.workspace, window.items_panel
+    run_and_wait(qtbot, panel, "not_done")
+    confidences = ws.project.prediction_confidences()
+    assert set(confidences) == {i.id for i in ws.items}
+    assert all(0.5 <= c <= 1.0 for c in confidences.values())
+    texts = [items.list.item(row).text() for row in range(items.list.count())]
+    assert all(text.endswith("model Dice 1.00") for text in texts)  # nothing corrected yet
+    # the person corrects the first item: paint a class-1 square where the model put class 0
+    ws.open_item(0)
+    model, kept = ws.project.load_class_prediction(ws.items[0].id)
+    assert model == "unet" and np.array_equal(kept, ws.session.labels)
+    labels = kept.copy()
+    labels[100:300, 100:300] = 1 - labels[100:300, 100:300]
+    ws.session.replace_plane(labels)
+    window._open_item(1)  # leaving the item checkpoints it; the list is refreshed
+    from core.train.metrics import agreement_dice
+
+    expected = agreement_dice(kept, labels)
+    assert expected < 1.0
+    assert items.list.item(0).text().endswith(f"model Dice {expected:.2f}")
+    ws.set_item_state("done")
+    target = min((confidences[i.id], row) for row, i in enumerate(ws.items)
+                 if i.state != "done")[1]
+    with qtbot.waitSignal(items.item_activated) as activated:
+        items.next_button.click()
+    assert activated.args == [target] and "sure on average" in items.status.text()
