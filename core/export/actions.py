@@ -68,7 +68,7 @@ from typing import Any
 from core.annotation.segments import SEGMENT_SOURCES, Segment
 from core.errors import ImportFormatError, SegStudioError
 from core.export.base import ImportResult, Progress, ReportFn, Skipped
-from core.export.coco import BadEntryError
+from core.export.coco_import import BadEntryError, Problems
 from core.fsutil import StagedDir
 from core.project.items import Item
 from core.project.store import Project
@@ -259,21 +259,6 @@ class _Entry:
     score: float | None = None
 
 
-class _Problems:
-    """Collects bad entries (skip_bad) or raises on the first."""
-
-    def __init__(self, source: Path, skip_bad: bool) -> None:
-        self.source = source
-        self.skip_bad = skip_bad
-        self.skipped: Skipped = []
-
-    def bad(self, entry: str, reason: str) -> None:
-        if not self.skip_bad:
-            raise BadEntryError(f"{self.source}: {entry}: {reason}; nothing was imported.",
-                                entry, reason)
-        self.skipped.append((entry, reason))
-
-
 def find_actions_file(path: Path) -> Path:
     """The file of ``path``: the file itself, or in a folder ``actions.csv``, else
     ``activitynet.json``."""
@@ -288,7 +273,7 @@ def find_actions_file(path: Path) -> Path:
                             "JSON file itself.")
 
 
-def read_actions(path: Path, problems: _Problems) -> list[_Entry]:
+def read_actions(path: Path, problems: Problems) -> list[_Entry]:
     """The entries of a CSV or ActivityNet JSON file; file-level errors raise
     ImportFormatError, bad entries go to ``problems``."""
     try:
@@ -300,7 +285,7 @@ def read_actions(path: Path, problems: _Problems) -> list[_Entry]:
     return _read_csv(text, path, problems)
 
 
-def _read_csv(text: str, path: Path, problems: _Problems) -> list[_Entry]:
+def _read_csv(text: str, path: Path, problems: Problems) -> list[_Entry]:
     reader = csv.DictReader(io.StringIO(text))
     columns = {c.strip() for c in reader.fieldnames or [] if c}
     by_frames = {"start_frame", "end_frame"} <= columns
@@ -335,7 +320,7 @@ def _read_csv(text: str, path: Path, problems: _Problems) -> list[_Entry]:
     return entries
 
 
-def _read_json(text: str, path: Path, problems: _Problems) -> list[_Entry]:
+def _read_json(text: str, path: Path, problems: Problems) -> list[_Entry]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -437,7 +422,7 @@ def import_actions(project: Project, path: str | Path, report: ReportFn | None =
         ImportFormatError: the file is neither an actions CSV nor an ActivityNet-style JSON.
     """
     source = find_actions_file(Path(path).absolute())
-    problems = _Problems(source, skip_bad)
+    problems = Problems(source, skip_bad)
     entries = read_actions(source, problems)
     matcher = _VideoMatcher(project.items())
     progress = Progress(len(entries) + 1, report, what="import")
@@ -474,7 +459,7 @@ def import_actions(project: Project, path: str | Path, report: ReportFn | None =
 
 
 def _check_entry(entry: _Entry, matcher: _VideoMatcher, infos: dict[int, _VideoInfo],
-                 notes: list[str], problems: _Problems) -> tuple[Item, Segment] | None:
+                 notes: list[str], problems: Problems) -> tuple[Item, Segment] | None:
     """(video item, segment) of a good entry; None (reported) for a bad one."""
     try:
         if not entry.label:
@@ -517,7 +502,7 @@ def _check_entry(entry: _Entry, matcher: _VideoMatcher, infos: dict[int, _VideoI
 
 
 def _overlap_free(kept: list[tuple[_Entry, Segment]], entry: _Entry, segment: Segment,
-                  problems: _Problems) -> bool:
+                  problems: Problems) -> bool:
     for other_entry, other in kept:
         if segment.start <= other.end and other.start <= segment.end:
             problems.bad(entry.name, f"frames {segment.start}-{segment.end} overlap "

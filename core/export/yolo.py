@@ -26,7 +26,7 @@ import numpy as np
 
 from core.errors import ExportError, ImportFormatError, SegStudioError
 from core.export.base import Progress, Sample, Skipped, SourceCache, encode_jpeg
-from core.export.coco import item_instances, iter_instance_masks
+from core.export.coco_masks import iter_instance_masks, sized_instances
 from core.fsutil import StagedDir
 from core.project.items import Item
 from core.project.store import Project
@@ -50,18 +50,10 @@ def export_yolo(project: Project, items: list[Item], stage: StagedDir, progress:
     count = 0
     for item in items:
         progress.check()
-        found = item_instances(project, item, from_classes)
-        if isinstance(found, str):
-            skipped.append((item.name, found))
-            progress.advance(max(item.frames, 1))
+        found = sized_instances(project, item, from_classes, skipped, progress)
+        if found is None:
             continue
         instance_map, table = found
-        if instance_map.shape != (item.height, item.width):
-            skipped.append((item.name, f"its instance map is {instance_map.shape[1]}x"
-                                       f"{instance_map.shape[0]}, the image {item.width}x"
-                                       f"{item.height}"))
-            progress.advance()
-            continue
         reason = _write_image(stage, item, instance_map, sources, copy_originals)
         if reason is not None:
             skipped.append((item.name, f"{reason}; not exported (YOLO labels need their image)"))
