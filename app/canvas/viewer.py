@@ -23,17 +23,17 @@ from typing import Protocol
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainter, QPainterPath, QPen
+from PySide6.QtGui import QColor, QKeyEvent, QMouseEvent, QPainterPath
 from PySide6.QtWidgets import (
     QGraphicsItem,
     QGraphicsPathItem,
     QGraphicsSimpleTextItem,
     QLabel,
-    QStyleOptionGraphicsItem,
     QVBoxLayout,
     QWidget,
 )
 
+from app.canvas.items import BrushCursorItem, PolygonPreviewItem, cosmetic_pen
 from app.canvas.overlay import BBox, LabelOverlayItem
 from core.io import auto_levels
 
@@ -93,110 +93,6 @@ class _CanvasViewBox(pg.ViewBox):
         self.sigRangeChangedManually.emit(self.state["mouseEnabled"])
 
 
-# -- preview items --------------------------------------------------------------------------------------
-def _cosmetic_pen(color: QColor, width: float, style: Qt.PenStyle = Qt.PenStyle.SolidLine) -> QPen:
-    pen = QPen(color, width, style)
-    pen.setCosmetic(True)
-    return pen
-
-
-class BrushCursorItem(QGraphicsItem):
-    """Circle of the brush radius around the mouse: a dark 2 px halo under a light 1 px line.
-
-    The pens stay inside the 2-pixel margin QGraphicsView adds to update rectangles, so moving
-    the circle leaves no trails at any zoom.
-    """
-
-    def __init__(self, parent: QGraphicsItem | None = None) -> None:
-        super().__init__(parent)
-        self._radius = 1.0
-        self._dark = _cosmetic_pen(QColor(0, 0, 0, 200), 2.0)
-        self._light = _cosmetic_pen(QColor(255, 255, 255, 230), 1.0)
-        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-
-    def set_radius(self, radius: float) -> None:
-        radius = max(float(radius), 0.5)
-        if radius != self._radius:
-            self.prepareGeometryChange()
-            self._radius = radius
-
-    def radius(self) -> float:
-        return self._radius
-
-    def boundingRect(self) -> QRectF:
-        r = self._radius
-        return QRectF(-r, -r, 2 * r, 2 * r)
-
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        for pen in (self._dark, self._light):
-            painter.setPen(pen)
-            painter.drawEllipse(self.boundingRect())
-
-
-class PolygonPreviewItem(QGraphicsItem):
-    """The polygon clicked so far, a dashed rubber band to the mouse, a mark on every vertex."""
-
-    MARK = 3.0  # half-size of a vertex mark, in screen pixels
-
-    def __init__(self, parent: QGraphicsItem | None = None) -> None:
-        super().__init__(parent)
-        self._points: list[Point] = []
-        self._mouse: Point | None = None
-        self._pad = 1.0
-        self._line = _cosmetic_pen(QColor(255, 230, 0), 1.5)
-        self._band = _cosmetic_pen(QColor(255, 230, 0), 1.0, Qt.PenStyle.DashLine)
-        self._mark = _cosmetic_pen(QColor(0, 0, 0), 1.0)
-        self.setAcceptedMouseButtons(Qt.MouseButton.NoButton)
-
-    def set_path(self, points: Sequence[Point], mouse: Point | None, pixel: float) -> None:
-        """Show ``points`` and a band to ``mouse``; ``pixel`` = image units per screen pixel."""
-        self.prepareGeometryChange()
-        self._points = [(float(x), float(y)) for x, y in points]
-        self._mouse = None if mouse is None else (float(mouse[0]), float(mouse[1]))
-        self._pad = (self.MARK + 2.0) * pixel  # room for the screen-sized vertex marks
-
-    def points(self) -> list[Point]:
-        return list(self._points)
-
-    def boundingRect(self) -> QRectF:
-        pts = self._points + ([self._mouse] if self._mouse is not None and self._points else [])
-        if not pts:
-            return QRectF()
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-        pad = self._pad
-        return QRectF(min(xs) - pad, min(ys) - pad,
-                      max(xs) - min(xs) + 2 * pad, max(ys) - min(ys) + 2 * pad)
-
-    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem,
-              widget: QWidget | None = None) -> None:
-        if not self._points:
-            return
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
-        path = QPainterPath(QPointF(*self._points[0]))
-        for x, y in self._points[1:]:
-            path.lineTo(x, y)
-        painter.setBrush(Qt.BrushStyle.NoBrush)
-        painter.setPen(self._line)
-        painter.drawPath(path)
-        if self._mouse is not None:
-            painter.setPen(self._band)
-            painter.drawLine(QPointF(*self._points[-1]), QPointF(*self._mouse))
-        # Marks keep their screen size: draw them untransformed at the mapped vertices.
-        transform = painter.transform()
-        painter.resetTransform()
-        painter.setPen(self._mark)
-        for index, (x, y) in enumerate(self._points):
-            centre = transform.map(QPointF(x, y))
-            first = index == 0  # the closing target: larger and red
-            m = self.MARK + (1.5 if first else 0.0)
-            painter.setBrush(QColor(255, 80, 80) if first else QColor(255, 230, 0))
-            painter.drawRect(QRectF(centre.x() - m, centre.y() - m, 2 * m, 2 * m))
-        painter.setTransform(transform)
-
-
 # -- the canvas -------------------------------------------------------------------------------------------
 class ImageCanvas(QWidget):
     """Image view with a label overlay; see the module docstring for coordinates and routing.
@@ -239,13 +135,13 @@ class ImageCanvas(QWidget):
         self.flow_item = pg.ImageItem(axisOrder="row-major")
         self.flow_item.setVisible(False)
         self.vector_item = QGraphicsPathItem()
-        self.vector_item.setPen(_cosmetic_pen(QColor(255, 255, 255, 230), 1.2))
+        self.vector_item.setPen(cosmetic_pen(QColor(255, 255, 255, 230), 1.2))
         self.vector_item.setZValue(8)
         self.vector_item.setVisible(False)
         self.brush_cursor = BrushCursorItem()
         self.polygon_preview = PolygonPreviewItem()
         # The linked 3-D cursor of the other views: where their slices cut this one.
-        pen = _cosmetic_pen(QColor(255, 200, 0, 170), 1.0, Qt.PenStyle.DashLine)
+        pen = cosmetic_pen(QColor(255, 200, 0, 170), 1.0, Qt.PenStyle.DashLine)
         self.crosshair = (pg.InfiniteLine(angle=90, pen=pen, movable=False),
                           pg.InfiniteLine(angle=0, pen=pen, movable=False))
         for line in self.crosshair:
@@ -255,11 +151,11 @@ class ImageCanvas(QWidget):
         self.view_box.addItem(self.vector_item, ignoreBounds=True)
         # Instance boxes and their "class score" captions.
         self.box_item = QGraphicsPathItem()
-        self.box_item.setPen(_cosmetic_pen(QColor(255, 255, 255, 220), 1.5))
+        self.box_item.setPen(cosmetic_pen(QColor(255, 255, 255, 220), 1.5))
         self.box_item.setZValue(7)
         self.view_box.addItem(self.box_item, ignoreBounds=True)
         self.strong_box_item = QGraphicsPathItem()  # the selected instances' boxes
-        self.strong_box_item.setPen(_cosmetic_pen(QColor(255, 230, 0), 2.5))
+        self.strong_box_item.setPen(cosmetic_pen(QColor(255, 230, 0), 2.5))
         self.strong_box_item.setZValue(7)
         self.view_box.addItem(self.strong_box_item, ignoreBounds=True)
         self._captions: list[QGraphicsSimpleTextItem] = []
