@@ -37,14 +37,19 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from core.errors import SegStudioError
-from core.models.checkpoint import save_checkpoint
 from core.models.registry import model_info
-from core.train.instances import is_cancelled, make_optimizer, split_items
-from core.train.loop import (
+from core.train.common import (
+    EpochRecorder,
     ReportFn,
     TrainError,
     check_config,
+    checkpoint_saver,
+    is_cancelled,
     last_checkpoint_path,
+    make_optimizer,
+    next_batch,
+    result_json,
+    split_items,
 )
 
 
@@ -257,13 +262,7 @@ class ActionTrainResult:
     module: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
-                "epochs_run": self.epochs_run, "stopped": self.stopped,
-                "best": None if self.best_path is None else str(self.best_path),
-                "last": None if self.last_path is None else str(self.last_path),
-                "classes": self.classes, "train_clips": self.train_clips,
-                "val_clips": self.val_clips, "history": self.history,
-                "warnings": self.warnings}
+        return result_json(self, train_clips=self.train_clips, val_clips=self.val_clips)
 
 
 def action_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -334,18 +333,12 @@ def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
     rng = np.random.default_rng(config.seed)
     per_epoch = config.steps_per_epoch or math.ceil(len(train_clips) / config.batch_size)
     total, done = per_epoch * config.epochs, 0
-    best = (-math.inf, 0)
-    best_path = None
-    history: list[dict[str, Any]] = []
     stopped = "completed"
-    kwargs = dict(loaded.model_kwargs)
-
-    def save(path: Path, row: dict[str, Any]) -> Path:
-        return save_checkpoint(path, config.model, module, classes, loaded.in_channels,
-                               list(mean), list(std), model_kwargs=kwargs,
-                               meta={"data": dataset.source, "task": "action",
-                                     "clip_frames": dataset.spec.frames, "epoch": row["epoch"],
-                                     "metrics": row})
+    save = checkpoint_saver(config.model, module, classes, loaded.in_channels, mean, std,
+                            dict(loaded.model_kwargs),
+                            {"data": dataset.source, "task": "action",
+                             "clip_frames": dataset.spec.frames})
+    epochs = EpochRecorder(config.out, config.last_path, save, on_epoch)
 
     try:
         order: list[int] = []
@@ -356,9 +349,7 @@ def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
                 if is_cancelled(cancel):
                     stopped = "cancelled"
                     break
-                while len(order) < config.batch_size:
-                    order.extend(rng.permutation(len(train_clips)).tolist())
-                batch, order = order[:config.batch_size], order[config.batch_size:]
+                batch, order = next_batch(order, len(train_clips), config.batch_size, rng)
                 x, y = loader.batch([train_clips[i] for i in batch],
                                     rng if config.augment else None)
                 losses.append(action_step(module, optimizer, x.to(device), y.to(device)))
@@ -374,22 +365,13 @@ def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
                 metric = row["top1"]
             else:
                 metric = -row["train_loss"]
-            row["seconds"] = round(time.perf_counter() - started, 3)
-            history.append(row)
-            save(config.last_path, row)
-            if metric > best[0]:
-                best = (metric, epoch)
-                best_path = save(config.out, row)
-            if on_epoch is not None:
-                on_epoch(row)
+            epochs.record(row, metric, started)
             if stopped == "cancelled":
                 break
     finally:
         loader.close()
     module.to("cpu").eval()
     return ActionTrainResult(
-        best_epoch=best[1], best_metric=None if best[1] == 0 else float(best[0]),
-        epochs_run=len(history), stopped=stopped, best_path=best_path,
-        last_path=config.last_path if history else None, history=history, classes=classes,
+        **epochs.result_fields(stopped), classes=classes,
         train_clips=len(train_clips), val_clips=len(val_clips), warnings=warnings,
         module=module)

@@ -33,14 +33,20 @@ import torch
 from torch import nn
 
 from core.errors import SegStudioError
-from core.models.checkpoint import save_checkpoint
 from core.models.registry import model_info
 from core.project.items import Instance
-from core.train.loop import (
+from core.train.common import (
+    EpochRecorder,
     ReportFn,
     TrainError,
     check_config,
+    checkpoint_saver,
+    is_cancelled,
     last_checkpoint_path,
+    make_optimizer,
+    next_batch,
+    result_json,
+    split_items,
 )
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
@@ -277,39 +283,11 @@ class InstanceTrainResult:
     module: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
-                "epochs_run": self.epochs_run, "stopped": self.stopped,
-                "best": None if self.best_path is None else str(self.best_path),
-                "last": None if self.last_path is None else str(self.last_path),
-                "classes": self.classes, "train_items": len(self.train_items),
-                "val_items": len(self.val_items), "history": self.history,
-                "warnings": self.warnings}
-
-
-def split_items(count: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """A seeded shuffle cut into (train, validation) indices; no validation for < 2 items."""
-    order = np.random.default_rng(seed).permutation(count).tolist()
-    n_val = int(round(count * val_fraction)) if count >= 2 else 0
-    n_val = min(n_val, count - 1)
-    return sorted(order[n_val:]), sorted(order[:n_val])
-
-
-def make_optimizer(name: str, module: nn.Module, lr: float, weight_decay: float,
-                   momentum: float) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return result_json(self, train_items=len(self.train_items),
+                           val_items=len(self.val_items))
 
 
 # -- training --------------------------------------------------------------------------------------
-def is_cancelled(cancel: Any) -> bool:
-    """``cancel.is_set()`` (or ``cancel()``); False for None."""
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
-
-
 def _build(config: InstanceTrainConfig, dataset: InstanceDataset) -> Any:
     from core.models.loading import load_model
 
@@ -378,17 +356,11 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
     per_epoch = config.steps_per_epoch or math.ceil(len(train_idx) / config.batch_size)
     total_steps = per_epoch * config.epochs
     done = 0
-    best = (-math.inf, 0)
-    history: list[dict[str, Any]] = []
     stopped = "completed"
-    best_path = None
-    meta_common = {"data": dataset.source, "task": "instance"}
-
-    def save(path: Path, row: dict[str, Any]) -> Path:
-        return save_checkpoint(path, config.model, module, classes, loaded.in_channels,
-                               list(loaded.mean), list(loaded.std),
-                               model_kwargs=dict(loaded.model_kwargs),
-                               meta={**meta_common, "epoch": row["epoch"], "metrics": row})
+    save = checkpoint_saver(config.model, module, classes, loaded.in_channels, loaded.mean,
+                            loaded.std, dict(loaded.model_kwargs),
+                            {"data": dataset.source, "task": "instance"})
+    epochs = EpochRecorder(config.out, config.last_path, save, on_epoch)
 
     for epoch in range(1, config.epochs + 1):
         started = time.perf_counter()
@@ -400,9 +372,7 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
             if is_cancelled(cancel):
                 stopped = "cancelled"
                 break
-            while len(order) < config.batch_size:
-                order.extend(rng.permutation(train_idx).tolist())
-            batch, order = order[:config.batch_size], order[config.batch_size:]
+            batch, order = next_batch(order, train_idx, config.batch_size, rng)
             images = [inputs[i].to(device) for i in batch]
             batch_targets = [{k: v.to(device) for k, v in targets[i].items()} for i in batch]
             loss, terms = instance_loss(module, images, batch_targets)
@@ -431,21 +401,12 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
             metric = -1.0 if row["mask_ap"] is None else row["mask_ap"]
         else:
             metric = -row["loss"]
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        history.append(row)
-        save(config.last_path, row)
-        if metric > best[0]:
-            best = (metric, epoch)
-            best_path = save(config.out, row)
-        if on_epoch is not None:
-            on_epoch(row)
+        epochs.record(row, metric, started)
         if stopped == "cancelled":
             break
     module.to("cpu").eval()
     return InstanceTrainResult(
-        best_epoch=best[1], best_metric=None if best[1] == 0 else float(best[0]),
-        epochs_run=len(history), stopped=stopped, best_path=best_path,
-        last_path=config.last_path if history else None, history=history, classes=classes,
+        **epochs.result_fields(stopped), classes=classes,
         train_items=[dataset.samples[i].name for i in train_idx],
         val_items=[dataset.samples[i].name for i in val_idx], warnings=warnings,
         module=module)

@@ -14,31 +14,47 @@ Training state (epoch, optimiser, schedule, scaler, history) is kept in the extr
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from core.errors import SegStudioError
-from core.fsutil import atomic_write_bytes
 from core.models.checkpoint import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_VERSION,
-    _plain,
     is_segstudio_checkpoint,
     safe_torch_load,
 )
 from core.models.registry import model_info
+from core.train.common import (  # noqa: F401  (re-exported)
+    LOG_COLUMNS,
+    LOSSES,
+    OPTIMIZERS,
+    SCHEDULES,
+    ReportFn,
+    TrainError,
+    as_logits,
+    check_config,
+    checkpoint_payload,
+    dice_loss,
+    epoch_order,
+    epochs_since_best,
+    is_cancelled,
+    last_checkpoint_path,
+    make_loss,
+    make_optimizer,
+    make_scheduler,
+    restore_training,
+    round6,
+    training_state,
+    validate,
+    write_log,
+    write_payload,
+)
 from core.train.data import (
     Augmentation,
     TrainDataset,
@@ -48,36 +64,6 @@ from core.train.data import (
     split_dataset,
 )
 from core.train.metrics import confusion_matrix, scores_from_confusion
-
-LOSSES = ("ce", "dice", "ce+dice")
-OPTIMIZERS = ("adamw", "sgd")
-SCHEDULES = ("cosine", "step", "none")
-LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "mean_dice", "mean_iou", "lr", "seconds")
-
-ReportFn = Callable[[int, int], None]
-
-
-class TrainError(SegStudioError):
-    """Training cannot start or go on (bad options, a checkpoint that does not fit)."""
-
-
-def check_config(*extra: tuple[bool, str], optimizer: str, epochs: int, batch_size: int,
-                 lr: float, val_fraction: float) -> None:
-    """Raise TrainError for the first failed check: the settings every training run shares,
-    then ``extra`` (ok, message) pairs of the run's own."""
-    checks = ((optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-              (epochs >= 1, "epochs must be >= 1"),
-              (batch_size >= 1, "batch size must be >= 1"),
-              (lr > 0, "the learning rate must be > 0"),
-              (0 <= val_fraction < 1, "the validation fraction must be in [0, 1)"), *extra)
-    for ok, message in checks:
-        if not ok:
-            raise TrainError(f"{message}.")
-
-
-def last_checkpoint_path(out: Path) -> Path:
-    """Where the last epoch's checkpoint goes, beside the best one: ``<stem>.last.pt``."""
-    return out.with_name(f"{out.stem}.last{out.suffix or '.pt'}")
 
 
 @dataclass
@@ -286,51 +272,7 @@ def _batch(images: list[np.ndarray], labels: list[np.ndarray], indices: list[int
     return x, y
 
 
-# -- losses --------------------------------------------------------------------------------------
-def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
-    """1 - mean soft Dice over the classes present in the target or predicted (ignored pixels
-    left out)."""
-    num_classes = logits.shape[1]
-    valid = (target != ignore_index).unsqueeze(1)
-    probs = logits.float().softmax(dim=1) * valid
-    onehot = F.one_hot(target.clamp(min=0), num_classes).permute(0, 3, 1, 2).float() * valid
-    dims = (0, 2, 3)
-    intersection = (probs * onehot).sum(dims)
-    total = probs.sum(dims) + onehot.sum(dims)
-    dice = (2 * intersection + 1.0) / (total + 1.0)
-    return 1.0 - dice.mean()
-
-
-def make_loss(kind: str, weights: torch.Tensor | None = None
-              ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    def loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        total = logits.new_zeros((), dtype=torch.float32)
-        if kind in ("ce", "ce+dice"):
-            total = total + F.cross_entropy(logits.float(), target, weight=weights,
-                                            ignore_index=-1)
-        if kind in ("dice", "ce+dice"):
-            total = total + dice_loss(logits, target)
-        return total
-
-    return loss
-
-
-def as_logits(output: Any) -> torch.Tensor:
-    """Logits of a forward's result (a tensor, torchvision's ``{"out": ...}``, or a tuple)."""
-    if isinstance(output, dict):
-        return output["out"]
-    if isinstance(output, list | tuple):
-        return output[0]
-    return output
-
-
 # -- the loop ------------------------------------------------------------------------------------
-def _is_set(cancel: Any) -> bool:
-    if cancel is None:
-        return False
-    return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
-
-
 def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = None,
           cancel: Any = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
           ) -> TrainResult:
@@ -393,8 +335,10 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
         weights = torch.from_numpy(class_weights([labels[i] for i in train_idx],
                                                  num_classes)).to(device)
     loss_fn = make_loss(config.loss, weights)
-    optimizer = _optimizer(config, module)
-    scheduler = _scheduler(config, optimizer)
+    optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
+                               config.momentum)
+    scheduler = make_scheduler(config.schedule, optimizer, config.epochs, config.step_size,
+                               config.gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     augment = Augmentation(config.patch) if config.augment else Augmentation(
         config.patch, flips=False, rotate90=False, scale=(1.0, 1.0), brightness=0.0,
@@ -405,10 +349,10 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
 
     start, history, best = 0, [], (-math.inf, 0, None)
     if model.training is not None:
-        start, history, best = _restore(model.training, optimizer, scheduler, scaler)
+        start, history, best = restore_training(model.training, optimizer, scheduler, scaler)
     result_paths = {"best": config.out if best[1] and config.out.is_file() else None,
                     "last": None}
-    stopped, since_best = "completed", _epochs_since_best(history, best[1])
+    stopped, since_best = "completed", epochs_since_best(history, best[1])
     total_steps = steps * max(0, config.epochs - start)
     done = 0
     for epoch in range(start, config.epochs):
@@ -417,14 +361,14 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
         optimizer.zero_grad(set_to_none=True)
         if ctx is None:
             rng = np.random.default_rng([config.seed, epoch])
-            order = _epoch_order(train_idx, steps * config.batch_size, rng)
+            order = epoch_order(train_idx, steps * config.batch_size, rng)
         else:  # this rank's shard; its own augmentations
             rng = np.random.default_rng([config.seed, epoch, ctx.rank])
             order = distributed.shard_order(train_idx, steps * config.batch_size, epoch,
                                             config.seed, ctx)
         running, count = 0.0, 0
         for step in range(steps):
-            flag = _is_set(cancel)
+            flag = is_cancelled(cancel)
             if flag if ctx is None else ctx.any(flag):
                 stopped = "cancelled"
                 break
@@ -454,14 +398,14 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
             running, count = (float(v) for v in ctx.sum([running, count]))
             ctx.sync_buffers(module)
         train_loss = running / max(count, 1)
-        val_loss, scores = _validate(module, images, labels, val_idx, loss_fn, device, use_amp,
+        val_loss, scores = validate(module, images, labels, val_idx, loss_fn, device, use_amp,
                                      model.classes, ctx)
         metric = scores.mean_dice if scores is not None else -train_loss
         metric = -math.inf if math.isnan(metric) else metric
         row = {"epoch": epoch + 1, "train_loss": round(train_loss, 6),
                "val_loss": None if val_loss is None else round(val_loss, 6),
-               "mean_dice": _round(scores.mean_dice if scores else None),
-               "mean_iou": _round(scores.mean_iou if scores else None),
+               "mean_dice": round6(scores.mean_dice if scores else None),
+               "mean_iou": round6(scores.mean_iou if scores else None),
                "lr": lr, "seconds": round(time.perf_counter() - began, 3)}
         history.append(row)
         improved = metric > best[0] or best[1] == 0
@@ -472,13 +416,13 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
             since_best += 1
         state = payload = None
         if main:
-            state = _training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
-            payload = _payload(config, model, module, state, row, dataset.source)
+            state = training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
+            payload = checkpoint_payload(config, model, module, state, row, dataset.source)
         if improved and main:
-            _write(config.out, payload)
+            write_payload(config.out, payload)
             result_paths["best"] = config.out
         if main:
-            _write(config.last_path, payload)
+            write_payload(config.last_path, payload)
             result_paths["last"] = config.last_path
         if config.log is not None and main:
             write_log(Path(config.log), history)
@@ -494,7 +438,7 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
     if not main:  # rank 0 reports the files
         result_paths = {"best": None, "last": None}
     return TrainResult(
-        best_epoch=best[1], best_metric=None if best[1] == 0 else _round(best[0]),
+        best_epoch=best[1], best_metric=None if best[1] == 0 else round6(best[0]),
         epochs_run=len(history), stopped=stopped, best_path=result_paths["best"],
         last_path=result_paths["last"] or (config.last_path if main
                                            and config.last_path.is_file() else None),
@@ -502,124 +446,6 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
         history=history, val_scores=best[2], classes=list(model.classes),
         train_items=[names[i] for i in train_idx], val_items=[names[i] for i in val_idx],
         warnings=warnings, skipped=list(dataset.skipped), module=module)
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 6)
-
-
-def _epoch_order(train_idx: list[int], needed: int, rng: np.random.Generator) -> list[int]:
-    order: list[int] = []
-    while len(order) < needed:
-        order.extend(rng.permutation(train_idx).tolist())
-    return order[:needed]
-
-
-def _epochs_since_best(history: list[dict[str, Any]], best_epoch: int) -> int:
-    return len(history) - best_epoch if best_epoch else 0
-
-
-def _optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def _scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size,
-                                               gamma=config.gamma)
-    return None
-
-
-@torch.no_grad()
-def _validate(module: nn.Module, images: list[np.ndarray], labels: list[np.ndarray],
-              val_idx: list[int], loss_fn: Callable, device: torch.device, use_amp: bool,
-              classes: list[str], ctx: Any = None) -> tuple[float | None, Any]:
-    """Validation loss and scores; under DDP each rank scores its share of ``val_idx`` and
-    the sums are all-reduced (every rank gets the same numbers)."""
-    if not val_idx:
-        return None, None
-    module.eval()
-    matrix = np.zeros((len(classes), len(classes)), np.int64)
-    losses = []
-    for i in (val_idx if ctx is None else val_idx[ctx.rank::ctx.world]):
-        x = torch.from_numpy(images[i])[None].to(device)
-        y = torch.from_numpy(labels[i])[None].to(device)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logits = as_logits(module(x))
-        losses.append(float(loss_fn(logits, y)))
-        matrix += confusion_matrix(labels[i], logits.argmax(1)[0].cpu().numpy(), len(classes))
-    if ctx is not None:
-        summed = ctx.sum([sum(losses), len(losses), *matrix.ravel().tolist()])
-        matrix = np.rint(summed[2:]).astype(np.int64).reshape(matrix.shape)
-        return float(summed[0] / summed[1]), scores_from_confusion(matrix, classes)
-    return float(np.mean(losses)), scores_from_confusion(matrix, classes)
-
-
-# -- checkpoints -----------------------------------------------------------------------------------
-def _training_state(epoch: int, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: torch.amp.GradScaler, history: list[dict[str, Any]],
-                    best: tuple) -> dict[str, Any]:
-    return {"epoch": epoch, "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict(), "history": _plain(history),
-            "best": {"metric": None if math.isinf(best[0]) else float(best[0]),
-                     "epoch": int(best[1]), "scores": _plain(best[2])}}
-
-
-def _restore(training: dict[str, Any], optimizer: torch.optim.Optimizer, scheduler: Any,
-             scaler: torch.amp.GradScaler) -> tuple[int, list[dict[str, Any]], tuple]:
-    try:
-        optimizer.load_state_dict(training["optimizer"])
-        if scheduler is not None and training.get("scheduler"):
-            scheduler.load_state_dict(training["scheduler"])
-        if training.get("scaler"):
-            scaler.load_state_dict(training["scaler"])
-        best = training.get("best") or {}
-        metric = best.get("metric")
-        return (int(training["epoch"]), [dict(r) for r in training.get("history") or []],
-                (-math.inf if metric is None else float(metric), int(best.get("epoch") or 0),
-                 best.get("scores")))
-    except (KeyError, ValueError, TypeError) as err:
-        raise TrainError(f"The checkpoint's training state does not fit this run (another "
-                         f"optimiser or schedule?): {err}.") from err
-
-
-def _payload(config: TrainConfig, model: _Model, module: nn.Module, training: dict[str, Any],
-             row: dict[str, Any], source: str) -> dict[str, Any]:
-    """The dict ``save_checkpoint`` writes, plus the ``"training"`` state."""
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    return {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": config.model,
-        "model_kwargs": _plain(model.model_kwargs), "classes": list(model.classes),
-        "in_channels": int(model.in_channels), "mean": [float(v) for v in model.mean],
-        "std": [float(v) for v in model.std],
-        "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
-        "meta": _plain({"created": created, "epoch": row["epoch"], "metrics": row,
-                        "data": source, "loss": config.loss, "patch": config.patch}),
-        "training": training,
-    }
-
-
-def _write(path: Path, payload: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def write_log(path: Path, history: list[dict[str, Any]]) -> None:
-    """The metrics CSV (:data:`LOG_COLUMNS`), written atomically."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_COLUMNS})
-    atomic_write_bytes(path, text.getvalue().encode("utf-8"))
 
 
 # -- evaluation of a trained model -----------------------------------------------------------------
