@@ -24,7 +24,8 @@ TORCH = frozenset({"torch", "torchvision"})
 # list and describe models and compute OpenCV flow without torch.
 TORCH_MODULES = ("core.models.", "core.inference.", "core.flow.raft", "core.train.loop",
                  "core.train.common", "core.train.instances", "core.train.actions",
-                 "core.train.distributed", "core.train.ddp_worker")
+                 "core.train.action_data", "core.train.distributed", "core.train.ddp_worker",
+                 "core.train.runner")
 TORCH_FREE_EXCEPTIONS = frozenset(
     {"core.models.registry", "core.models.weights", "core.inference.errors"})
 HEAVY_FOR_APP_START = TORCH
