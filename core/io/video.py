@@ -54,6 +54,7 @@ DEFAULT_FPS = 25.0
 """Frame rate assumed for a folder of frames, and for a video that gives none."""
 
 _PREFETCH_DEPTH = 4  # frames decoded ahead of the last one asked for
+_RING_FRAMES = _PREFETCH_DEPTH + 2  # frames decoded on that the cache keeps (see _FrameCache)
 _PREFETCH_DELAY = 0.002  # s without a new request before the prefetcher starts
 
 
@@ -153,7 +154,10 @@ class VideoReader:
     """Random access to the frames of one video; thread-safe; a context manager.
 
     Frames are RGB uint8 arrays of shape (height, width, 3). They are shared with the cache and
-    therefore read-only: copy one to change it.
+    therefore read-only: copy one to change it. Frames of a video file are channel-reversed
+    views of the decoded BGR array (no colour conversion; not C-contiguous): OpenCV and numpy
+    take them as they are, ``np.ascontiguousarray`` first where a C-contiguous array is needed
+    (``torch.from_numpy``, ``QImage``).
 
     Attributes:
         source: The file or folder.
@@ -185,7 +189,10 @@ class VideoReader:
         first = source.take_first_frame()
         if first is not None:
             self._cache.put(0, _read_only(first))
+        self._decoded = 0  # the frame the source decoded last
         frame_bytes = self.width * self.height * 3
+        if not isinstance(source, _FolderSource):  # a capture source decodes into the spares
+            self._cache.reserve(_RING_FRAMES, (self.height, self.width, 3))
         depth = min(_PREFETCH_DEPTH, self._cache.max_bytes // frame_bytes - 1)
         self._prefetcher = _Prefetcher(self, depth) if prefetch and depth >= 1 else None
         self._finalizer = weakref.finalize(self, _shut_down, self._prefetcher, source, self._lock)
@@ -318,7 +325,8 @@ class VideoReader:
             frame = self._cache.get(index)  # the prefetcher may have decoded it meanwhile
             if frame is None:
                 frame = _read_only(self._source.read(index, self._cache.take_spare()))
-                self._cache.put(index, frame)
+                self._cache.put(index, frame, sequential=index == self._decoded + 1)
+                self._decoded = index
             return frame
         finally:
             self._lock.release()
@@ -335,13 +343,32 @@ class VideoReader:
             if not self._source.reachable(index):
                 return False  # a seek: left to whoever asks for the frame
             frame = self._source.read(index, self._cache.take_spare())
-            self._cache.put(index, _read_only(frame))
+            self._cache.put(index, _read_only(frame), sequential=index == self._decoded + 1,
+                            asked=False)
+            self._decoded = index
         return True
 
 
 def _read_only(frame: np.ndarray) -> np.ndarray:
     frame.flags.writeable = False
     return frame
+
+
+def _unshared(frame: np.ndarray) -> bool:
+    """Whether nobody but the cache holds ``frame`` or its memory, so it can be overwritten.
+
+    A frame is an array of its own or a view of one (RGB frames of a video file are
+    channel-reversed views of the decoded BGR array); views a caller took of it have the same
+    base array. References counted: the caller's name and getrefcount's argument, plus for the
+    base the frame's own reference.
+    """
+    if sys.getrefcount(frame) != 3:  # frame, the caller's name, getrefcount's argument
+        return False
+    owner = frame.base
+    if owner is None:
+        return True
+    return isinstance(owner, np.ndarray) and owner.base is None \
+        and sys.getrefcount(owner) == 3  # owner, frame.base, getrefcount's argument
 
 
 def _shut_down(prefetcher: _Prefetcher | None, source: Any, lock: threading.Lock) -> None:
@@ -352,46 +379,76 @@ def _shut_down(prefetcher: _Prefetcher | None, source: Any, lock: threading.Lock
 
 
 class _FrameCache:
-    """Least-recently-used frames, bounded by their total size in bytes.
+    """Least-recently-used frames, bounded by their total size in bytes, and scan-resistant.
 
-    An evicted frame that nobody else references is kept as a spare, and the next decoded
-    frame is written into it: the same pages are reused instead of fresh ones being faulted
-    in for every frame, which costs as much as the colour conversion at 1080p.
+    Frames decoded on from the previous one (playback, a sequential pass, the prefetcher) enter
+    a small ring first: once the ring is full its oldest frame leaves the cache, so a pass over
+    a long video does not flush the frames reached by seeking (as a database's buffer ring for
+    sequential scans). A ring frame asked for again (a step back, a second look) is kept as
+    any other frame. The memory of a frame that leaves and that nobody else references is kept
+    as a spare, and the next decoded frame is written into it: the same pages are reused
+    instead of fresh ones being faulted in for every frame, which costs more than decoding on
+    some machines. :meth:`reserve` allocates the ring's spares up front (at open).
     """
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.nbytes = 0
         self._frames: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._ring: OrderedDict[int, bool] = OrderedDict()  # index -> asked for yet
+        self._ring_size = 0
         self._spares: list[np.ndarray] = []
         self._lock = threading.Lock()
+
+    def reserve(self, frames: int, shape: tuple[int, ...]) -> None:
+        """Size the ring for ``frames`` frames (within the budget) and allocate their memory:
+        spares that the decoder fills (RGB views of BGR arrays, as the capture source reads)."""
+        frame_bytes = int(np.prod(shape))
+        self._ring_size = max(0, min(frames, self.max_bytes // max(frame_bytes, 1) - 1))
+        for _ in range(self._ring_size + 1 - len(self._spares)):
+            bgr = np.zeros(shape, np.uint8)  # zeros: the pages are touched now, not per frame
+            self._spares.append(bgr[..., ::-1])
 
     def get(self, index: int) -> np.ndarray | None:
         with self._lock:
             frame = self._frames.get(index)
             if frame is not None:
                 self._frames.move_to_end(index)
+                if index in self._ring:
+                    if self._ring[index]:  # asked for a second time: kept as any other
+                        del self._ring[index]
+                    else:
+                        self._ring[index] = True
             return frame
 
     def contains(self, index: int) -> bool:
         return index in self._frames
 
-    def put(self, index: int, frame: np.ndarray) -> None:
+    def put(self, index: int, frame: np.ndarray, *, sequential: bool = False,
+            asked: bool = True) -> None:
+        """Keep ``frame``; ``sequential``: decoded on from the previous frame (the ring);
+        ``asked``: a caller has it (else the prefetcher decoded it ahead)."""
         if frame.nbytes > self.max_bytes:
             return
         with self._lock:
-            old = self._frames.pop(index, None)
-            if old is not None:
-                self.nbytes -= old.nbytes
+            self._drop(index)
+            if sequential and self._ring_size:
+                self._ring[index] = asked
+                while len(self._ring) > self._ring_size:
+                    self._drop(next(iter(self._ring)), spare=True)
             while self._frames and self.nbytes + frame.nbytes > self.max_bytes:
-                _, evicted = self._frames.popitem(last=False)
-                self.nbytes -= evicted.nbytes
-                # Two references (this name and getrefcount's argument): no caller holds the
-                # frame nor a view of it, so it can be overwritten.
-                if sys.getrefcount(evicted) == 2 and evicted.base is None and not self._spares:
-                    self._spares.append(evicted)
+                self._drop(next(iter(self._frames)), spare=True)
             self._frames[index] = frame
             self.nbytes += frame.nbytes
+
+    def _drop(self, index: int, spare: bool = False) -> None:
+        self._ring.pop(index, None)
+        frame = self._frames.pop(index, None)
+        if frame is None:
+            return
+        self.nbytes -= frame.nbytes
+        if spare and len(self._spares) <= self._ring_size and _unshared(frame):
+            self._spares.append(frame)
 
     def take_spare(self) -> np.ndarray | None:
         """A writable frame-sized array nobody uses any more, or None."""
@@ -405,6 +462,7 @@ class _FrameCache:
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
+            self._ring.clear()
             self._spares.clear()
             self.nbytes = 0
 

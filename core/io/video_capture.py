@@ -120,12 +120,18 @@ class CaptureSource:
         self._pos += 1
         return True
 
-    def _retrieve_bgr(self) -> np.ndarray:
-        ok, buffer = self._cap.retrieve(self._buffer)
+    def _retrieve_bgr(self, own: bool = False, into: np.ndarray | None = None) -> np.ndarray:
+        """The frame just grabbed as BGR: in the reader's reused buffer, or (``own``) in
+        ``into`` or a new array the caller keeps."""
+        if own:
+            ok, buffer = self._cap.retrieve() if into is None else self._cap.retrieve(into)
+        else:
+            ok, buffer = self._cap.retrieve(self._buffer)
         index = self._pos - 1
         if not ok or buffer is None:
             raise self._undecodable(index)
-        self._buffer = buffer
+        if not own:
+            self._buffer = buffer
         if self.width and buffer.shape[:2] != (self.height, self.width):
             raise VideoError(
                 f"Frame {index} of '{self.path}' is {buffer.shape[1]}x{buffer.shape[0]} but the "
@@ -136,12 +142,13 @@ class CaptureSource:
         return buffer
 
     def _retrieve(self, out: np.ndarray | None = None) -> np.ndarray:
-        import cv2
-
-        bgr = self._retrieve_bgr()
-        if out is not None and out.shape != bgr.shape:
-            out = None
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out)
+        """The frame just grabbed as RGB: a channel-reversed view of its own BGR array (no
+        colour conversion; ``out``: a spare such view whose array is decoded into)."""
+        owner = None
+        if out is not None and out.base is not None and out.shape == out.base.shape \
+                and out.base.flags.c_contiguous:
+            owner = out.base
+        return self._retrieve_bgr(own=True, into=owner)[..., ::-1]
 
     def _undecodable(self, index: int) -> VideoError:
         return VideoError(f"Frame {index} of '{self.path}' cannot be decoded: the file is "

@@ -206,6 +206,48 @@ def test_frames_are_rgb_and_read_only(clips) -> None:
         frame[0, 0] = 0
 
 
+def test_cache_never_overwrites_a_frame_or_view_a_caller_holds(clips) -> None:
+    """The cache decodes new frames into the memory of evicted ones (RGB frames are views of
+    their BGR arrays): a frame the caller still holds, or a slice of one, must keep its pixels."""
+    cap = cv2.VideoCapture(str(clips["mp4"]), cv2.CAP_FFMPEG)
+    reference = []
+    for _ in range(30):
+        reference.append(cap.read()[1][:, :, ::-1].copy())
+    cap.release()
+    frame_mb = SIZE[0] * SIZE[1] * 3 / 2**20
+    with open_video(clips["mp4"], max_cache_mb=frame_mb * 2.5, prefetch=False) as reader:
+        held = reader.frame(0)
+        corner = reader.frame(1)[:8, :8]  # only a view of frame 1 is kept
+        for index in range(2, 30):
+            np.testing.assert_array_equal(reader.frame(index), reference[index])
+        np.testing.assert_array_equal(held, reference[0])
+        np.testing.assert_array_equal(corner, reference[1][:8, :8])
+        assert reader.cache_nbytes <= frame_mb * 2.5 * 2**20
+
+
+def test_a_sequential_pass_keeps_a_ring_and_the_frames_reached_by_seeking(clips) -> None:
+    """Frames decoded on (a pass, playback) go through a small ring of reused buffers: a pass
+    does not flush the frames a user jumped to, the last few stay for stepping back, and a
+    ring frame asked for twice is kept like any other."""
+    frame_bytes = SIZE[0] * SIZE[1] * 3
+    with open_video(clips["mp4"], prefetch=False) as reader:
+        jumped = reader.frame(50).copy()  # reached by a seek
+        reader.frame(3)
+        for index in range(40):
+            reader.frame(index)
+        cached = [i for i in range(FRAMES) if reader._cache.contains(i)]
+        assert 50 in cached and 3 in cached and 0 in cached  # frame 0: decoded at open
+        assert {36, 37, 38, 39} <= set(cached)  # the last frames: a step back is free
+        assert 10 not in cached and 25 not in cached
+        reader.frame(37)  # a second look: kept
+        for index in range(40, 50):
+            reader.frame(index)
+        cached = [i for i in range(FRAMES) if reader._cache.contains(i)]
+        assert 37 in cached and 38 not in cached and 39 not in cached
+        assert reader.cache_nbytes <= 12 * frame_bytes
+        np.testing.assert_array_equal(reader.frame(50), jumped)
+
+
 def test_codecs_and_formats(clips) -> None:
     with open_video(clips["mp4"]) as mp4, open_video(clips["avi"]) as avi:
         assert (mp4.codec, avi.codec) == ("FMP4", "MJPG")
