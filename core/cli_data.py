@@ -31,7 +31,8 @@ def add_data_parsers(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--subset", metavar="NAME", help="voc: image set name (default: default)")
     export.add_argument("--copy-originals", action="store_true",
                         help="copy the original image files instead of converting them "
-                             "(frames: also write the video frames as PNG)")
+                             "(frames: also write the video frames as PNG; nifti: also write "
+                             "the volumes, nnU-Net layout imagesTr + labelsTr)")
     export.add_argument("--items", choices=("done", "all"), default="all",
                         help="done: items marked done; all: those and every item with a mask "
                              "or an annotated video frame (default); actions: the videos "

@@ -16,7 +16,8 @@ from typing import Any
 
 from core.cli_models import DEVICES
 
-DATA_FORMATS = ("voc", "index")  # core.train.data.DATA_FORMATS
+DATA_FORMATS = ("voc", "index", "nifti")  # core.train.data.DATA_FORMATS
+TASK_FORMATS = ("coco", "actions")  # instance / action models (core.cli_train_tasks)
 LOSSES = ("ce", "dice", "ce+dice")  # core.train.loop.LOSSES
 
 
@@ -29,12 +30,13 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     source.add_argument("--project", metavar="DIR",
                         help="a project: its items marked done (see --items)")
     source.add_argument("--data", metavar="DIR", help="an exported dataset folder (--format)")
-    train.add_argument("--format", choices=(*DATA_FORMATS, "coco"), default="voc",
-                       help="with --data: the dataset's format (default voc; coco: instance "
-                            "models)")
+    train.add_argument("--format", choices=(*DATA_FORMATS, *TASK_FORMATS), default="voc",
+                       help="with --data: the dataset's format (default voc; nifti: an nnU-Net "
+                            "/ Decathlon folder, imagesTr + labelsTr, cut into axial slices; "
+                            "coco: instance models; actions: action models)")
     train.add_argument("--items", choices=("done", "all"), default="done",
-                       help="with --project: items marked done (default), or also every image "
-                            "with a mask")
+                       help="with --project: items marked done (default), or also every item "
+                            "with a mask (videos: every labelled frame, propagated ones too)")
     train.add_argument("--model", required=True, metavar="NAME",
                        help="a semantic model (see segstudio-cli models --task semantic)")
     train.add_argument("--weights", metavar="FILE|NAME",
@@ -82,6 +84,11 @@ def load_training_data(args: argparse.Namespace, base: Any) -> Any:
     if getattr(args, "project", None):
         with base._open_project(args.project, read_only=True) as project:
             return dataset_from_project(project, args.items)
+    if args.format not in DATA_FORMATS:
+        kind = {"coco": "instance", "actions": "action"}.get(args.format, args.format)
+        raise base.CliError(f"--format {args.format} is for {kind} models; a semantic model "
+                            f"trains on --format {', '.join(DATA_FORMATS[:-1])} or "
+                            f"{DATA_FORMATS[-1]}.")
     folder = base._existing_path(args.data)
     return dataset_from_folder(folder, args.format)
 

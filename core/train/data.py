@@ -4,8 +4,10 @@ the train/validation split, augmentations and class weights.
 Torch-free (numpy only): the loop (:mod:`core.train.loop`) turns samples into tensors.
 
 A :class:`TrainDataset` holds 2-D samples (image as loaded, labels as stored) with the class
-list of its source. Items that cannot be used (videos, stacks and volumes for now, images whose
-mask has another size, missing sources) are listed in ``skipped`` with a reason.
+list of its source: images, the axial slices of CT/MR volumes and the annotated frames of videos
+(:mod:`core.train.volume_data`). Each sample belongs to a ``group`` (its item, volume or video)
+that the train/validation split never cuts. Items that cannot be used (stacks, masks of another
+size, missing sources) are listed in ``skipped`` with a reason.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 from core.annotation.classes import LabelClass
 from core.errors import SegStudioError
 
-DATA_FORMATS = ("voc", "index")
+DATA_FORMATS = ("voc", "index", "nifti")
 ITEM_SELECTIONS = ("done", "all")
 
 
@@ -33,14 +35,22 @@ class TrainSample:
     """One 2-D training sample.
 
     Attributes:
-        name: Item or file name (the split keeps a name's samples together).
-        image: (H, W) or (H, W, C) pixels as loaded (uint8, uint16 or float).
+        name: Where it comes from: the item or file name, ``"ct_scan z=012"`` for a volume
+            slice, ``"clip frame 40"`` for a video frame.
+        image: (H, W) or (H, W, C) pixels as loaded (uint8, uint16, int16 or float).
         labels: (H, W) integer class indices of the dataset's classes.
+        group: The item it was cut from (a volume, a video); the split keeps a group's samples
+            on one side. Default: the sample's own name.
     """
 
     name: str
     image: np.ndarray
     labels: np.ndarray
+    group: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            self.group = self.name
 
 
 @dataclass
@@ -76,13 +86,20 @@ class TrainDataset:
 
 # -- reading -----------------------------------------------------------------------------------
 def dataset_from_project(project_or_folder, items: str = "done") -> TrainDataset:
-    """The 2-D images of a project with their class masks.
+    """The 2-D samples of a project with their class labels.
+
+    Images give one sample each; a volume one sample per axial slice with a labelled voxel, plus
+    as many empty slices (:func:`core.train.volume_data.volume_slices`); a video one sample per
+    annotated frame, without the propagated frames nobody reviewed unless ``items="all"``
+    (:func:`core.train.volume_data.video_item_samples`).
 
     Args:
         project_or_folder: An open :class:`~core.project.store.Project` or its folder.
-        items: ``"done"``: items marked done; ``"all"``: those and every item with a mask.
+        items: ``"done"``: items marked done; ``"all"``: those and every item with a mask (a
+            video: with an annotated frame).
     """
     from core.project.store import Project
+    from core.train.volume_data import video_item_samples, volume_item_samples
 
     if items not in ITEM_SELECTIONS:
         raise ValueError(f"items must be one of {ITEM_SELECTIONS}, not {items!r}")
@@ -93,24 +110,40 @@ def dataset_from_project(project_or_folder, items: str = "done") -> TrainDataset
     samples: list[TrainSample] = []
     skipped: list[tuple[str, str]] = []
     for item in project.items():
-        if item.state != "done" and not (items == "all" and item.kind == "image"
-                                         and project.has_mask(item.id)):
+        if not _selected(project, item, items):
             continue
-        if item.kind != "image" or item.frames > 1:
-            skipped.append((item.name, f"{item.kind} items with {item.frames} frames are not "
-                                       "trained on yet (2-D images only)"))
-            continue
-        if item.source is None:
+        if item.kind == "volume":
+            samples += volume_item_samples(project, item, skipped)
+        elif item.kind == "video":
+            samples += video_item_samples(project, item, items, skipped)
+        elif item.kind != "image" or item.frames > 1:
+            skipped.append((item.name, f"a stack of {item.frames} pages: stacks are not "
+                                       "trained on yet (images, volumes and videos only)"))
+        elif item.source is None:
             skipped.append((item.name, "the source image is missing"))
-            continue
-        sample = _sample(item.name, item.source, lambda it=item: project.load_mask(it), skipped)
-        if sample is not None:
-            samples.append(sample)
+        else:
+            sample = _sample(item.name, item.source, lambda it=item: project.load_mask(it),
+                             skipped)
+            if sample is not None:
+                samples.append(sample)
     return TrainDataset(list(project.classes()), samples, skipped, str(project.folder))
 
 
+def _selected(project, item, items: str) -> bool:
+    """Whether ``item`` is trained on: done, or (``items="all"``) labelled at all."""
+    if item.state == "done":
+        return True
+    if items != "all":
+        return False
+    if item.kind == "video":
+        return bool(project.annotated_frames(item.id))
+    return project.has_mask(item.id)
+
+
 def dataset_from_folder(folder: str | os.PathLike, fmt: str) -> TrainDataset:
-    """The samples of an exported ``voc`` or ``index`` dataset folder (the import readers)."""
+    """The samples of a dataset folder: an exported ``voc`` or ``index`` folder (the import
+    readers), or a ``nifti`` folder in the nnU-Net / Medical Segmentation Decathlon layout
+    (:func:`core.train.volume_data.nifti_dataset`: volumes cut into axial slices)."""
     from core.export.base import find_image
 
     folder = Path(folder).expanduser()
@@ -118,10 +151,14 @@ def dataset_from_folder(folder: str | os.PathLike, fmt: str) -> TrainDataset:
         from core.export.voc import read_voc_dataset as reader
     elif fmt == "index":
         from core.export.index_png import read_index_dataset as reader
+    elif fmt == "nifti":
+        from core.train.volume_data import nifti_dataset as read_nifti
     else:
         raise ValueError(f"format must be one of {DATA_FORMATS}, not {fmt!r}")
     if not folder.is_dir():
         raise TrainDataError(f"{folder} is not a folder.")
+    if fmt == "nifti":
+        return read_nifti(folder)
     found = reader(folder)
     samples: list[TrainSample] = []
     skipped: list[tuple[str, str]] = []
@@ -173,8 +210,8 @@ def check_dataset(dataset: TrainDataset, model_classes: Sequence[str] | None = N
     if not dataset.samples:
         why = f" ({len(dataset.skipped)} skipped: {dataset.skipped[0][1]})" if dataset.skipped \
             else ""
-        raise TrainDataError(f"No training data in {dataset.source or 'the dataset'}: no 2-D "
-                             f"image with a mask{why}.")
+        raise TrainDataError(f"No training data in {dataset.source or 'the dataset'}: no "
+                             f"labelled image, volume slice or video frame{why}.")
     names = dataset.class_names
     present = sorted(set().union(*(np.unique(s.labels).tolist() for s in dataset.samples)))
     unknown = [v for v in present if v >= len(names)]
@@ -208,35 +245,49 @@ def remap_labels(labels: np.ndarray, mapping: dict[int, int]) -> np.ndarray:
 # -- split ---------------------------------------------------------------------------------------
 def split_dataset(dataset: TrainDataset, val_fraction: float = 0.2,
                   seed: int = 0) -> tuple[list[int], list[int]]:
-    """Sample indices (train, validation), split by name with a fixed seed.
+    """Sample indices (train, validation), split by group with a fixed seed.
 
-    Stratified by each sample's dominant class: every class with at least two samples gives
-    ``round(n * val_fraction)`` of them (at least one) to validation. With one sample, or
-    ``val_fraction`` 0, validation is empty.
+    The slices of one volume and the frames of one video (one ``group``) all land on the same
+    side. Stratified by each group's dominant class (over all its pixels): every class that
+    dominates at least two groups gives ``round(n * val_fraction)`` of them (at least one) to
+    validation. With one group, or ``val_fraction`` 0, validation is empty.
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), not {val_fraction}")
-    count = len(dataset.samples)
-    if count < 2 or val_fraction == 0:
-        return list(range(count)), []
-    rng = np.random.default_rng(seed)
-    groups: dict[int, list[int]] = {}
+    members: dict[str, list[int]] = {}
     for index, sample in enumerate(dataset.samples):
-        values, counts = np.unique(sample.labels, return_counts=True)
-        groups.setdefault(int(values[np.argmax(counts)]), []).append(index)
+        members.setdefault(sample.group, []).append(index)
+    groups = list(members.values())  # in order of first appearance
+    count = len(groups)
+    if count < 2 or val_fraction == 0:
+        return list(range(len(dataset.samples))), []
+    rng = np.random.default_rng(seed)
+    strata: dict[int, list[int]] = {}
+    for number, indices in enumerate(groups):
+        strata.setdefault(_dominant_class(dataset, indices), []).append(number)
     val: list[int] = []
-    for key in sorted(groups):
-        members = groups[key]
-        rng.shuffle(members)
-        take = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
-        val.extend(members[:take])
-    if not val:  # every class has a single sample: take from the whole set
+    for key in sorted(strata):
+        stratum = strata[key]
+        rng.shuffle(stratum)
+        take = max(1, round(len(stratum) * val_fraction)) if len(stratum) > 1 else 0
+        val.extend(stratum[:take])
+    if not val:  # every class dominates a single group: take from all of them
         order = rng.permutation(count).tolist()
         val = order[:max(1, round(count * val_fraction))]
     if len(val) >= count:
         val = val[:count - 1]
-    chosen = set(val)
-    return [i for i in range(count) if i not in chosen], sorted(chosen)
+    chosen = {i for number in val for i in groups[number]}
+    return ([i for i in range(len(dataset.samples)) if i not in chosen], sorted(chosen))
+
+
+def _dominant_class(dataset: TrainDataset, indices: list[int]) -> int:
+    """The label value covering most pixels of the samples ``indices``."""
+    totals: dict[int, int] = {}
+    for index in indices:
+        values, counts = np.unique(dataset.samples[index].labels, return_counts=True)
+        for value, number in zip(values.tolist(), counts.tolist(), strict=True):
+            totals[value] = totals.get(value, 0) + number
+    return max(sorted(totals), key=totals.__getitem__)
 
 
 # -- augmentation --------------------------------------------------------------------------------
