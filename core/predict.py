@@ -119,9 +119,8 @@ def predict_items(engine, loaded, project, items, *, include_done: bool = False,
             continue
         planes = image if item.frames > 1 else None
         labels = _predict_image(engine, loaded, image, planes, steps, cancel, summary)
-        if planes is None:  # kept to measure the corrections and to rank what to label next
-            project.save_class_prediction(item.id, loaded.model, labels,
-                                          summary.last_confidence)
+        # kept to measure the corrections and to rank what to label next
+        project.save_class_prediction(item.id, loaded.model, labels, summary.last_confidence)
         current = project.load_mask(item)
         if labels.dtype.itemsize > current.dtype.itemsize:
             current = current.astype(labels.dtype)
@@ -168,13 +167,28 @@ def _predict_image(engine, loaded, image, planes, steps: _Steps, cancel, summary
         summary.notes.extend(n for n in prediction.notes if n not in summary.notes)
         summary.last_confidence = mean_confidence(prediction)
         return prediction.labels
-    pages = []
+    pages, confidences = [], []
     for page in planes:
         prediction = engine.predict(loaded, page, report=None, cancel=cancel)
         summary.notes.extend(n for n in prediction.notes if n not in summary.notes)
         pages.append(prediction.labels)
+        confidences.append(mean_confidence(prediction))
+    # pages are the same size: the stack's mean is the mean of its pages' means
+    summary.last_confidence = None if None in confidences else float(np.mean(confidences))
     dtype = np.uint16 if any(p.dtype == np.uint16 for p in pages) else np.uint8
     return np.stack([p.astype(dtype) for p in pages])
+
+
+def keep_prediction(project, item_id: int, model: str, prediction, *,
+                    plane: tuple[int, ...] = (), axes: tuple[int, ...] = (),
+                    frame: int | None = None) -> None:
+    """Keep what a model predicted on what a view showed (to measure the corrections and to rank
+    what to label next): the whole item, a video's ``frame``, or slice ``plane`` of
+    ``labels.transpose(axes)`` (an edit session's view) — replacing what was kept for it."""
+    from core.project.predictions import part_of_view
+
+    part, labels = part_of_view(tuple(plane), tuple(axes), prediction.labels, frame)
+    project.save_class_prediction(item_id, model, labels, mean_confidence(prediction), part)
 
 
 def mean_confidence(prediction) -> float | None:

@@ -269,12 +269,6 @@ class ModelsPanel(QWidget):
             self._write_elsewhere(request, prediction.labels)  # the person opened another item
         elif whole or (session.plane, session.axes) == (request.plane, request.axes):
             session.replace_plane(prediction.labels, whole=whole)
-            if request.frame is None and (whole or not request.plane):  # the whole item
-                from core.predict import mean_confidence
-
-                self.workspace.project.save_class_prediction(
-                    request.item_id, request.model, prediction.labels,
-                    mean_confidence(prediction))
         else:  # same item, but the person moved to another slice or view meanwhile
             shown = session.plane, session.axes
             session.set_view(request.plane, request.axes)
@@ -282,6 +276,11 @@ class ModelsPanel(QWidget):
                 session.replace_plane(prediction.labels)
             finally:
                 session.set_view(*shown)
+        from core.predict import keep_prediction  # the item, frame or slice it was run on
+
+        keep_prediction(ws.project, request.item_id, request.model, prediction,
+                        plane=() if whole else request.plane, axes=request.axes,
+                        frame=request.frame)
         self.last_prediction = prediction
         self.last_request = request
         done = f"{request.model} done on {prediction.device}."

@@ -8,14 +8,21 @@ A mixin of :class:`core.project.store.Project`: it uses the project's ``_read``,
 from __future__ import annotations
 
 import json
+import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from core.annotation.segments import Segment
 from core.errors import ProjectError
-from core.project.items import FRAME_STATES, FrameInfo, Instance
+from core.project.items import FRAME_STATES, FrameInfo, Instance, Item
+from core.project.predictions import (
+    WHOLE_ITEM,
+    KeptPrediction,
+    PredictedPart,
+    parts_agreement,
+)
 
 
 class ProjectRecords:
@@ -72,30 +79,88 @@ class ProjectRecords:
 
     # -- semantic predictions kept -------------------------------------------------------------------
     def save_class_prediction(self, item_id: int, model: str, labels: np.ndarray,
-                              confidence: float | None = None) -> None:
-        """Keep what a model predicted on a whole item (and its mean winning probability)."""
+                              confidence: float | None = None,
+                              part: PredictedPart = WHOLE_ITEM) -> None:
+        """Keep what a model predicted on a part of an item (the whole item unless ``part`` says
+        otherwise) and its mean winning probability; it replaces the one kept for that part. A
+        slice's labels are in array order (``np.take(volume, index, axis)``). A whole item
+        replaces every part kept before (it covers them)."""
         labels = np.ascontiguousarray(labels)
+        if part.kind != "item" and labels.ndim != 2:
+            raise ProjectError(f"A {part.describe()} prediction is 2-D; got shape "
+                               f"{labels.shape}.")
         with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO class_predictions (item_id, model, shape, dtype, "
-                       "data, confidence) VALUES (?, ?, ?, ?, ?, ?)",
-                       (item_id, model, json.dumps(list(labels.shape)), labels.dtype.str,
-                        zlib.compress(labels.tobytes(), 3), confidence))
+            if part.kind == "item":
+                db.execute("DELETE FROM part_predictions WHERE item_id = ?", (item_id,))
+            db.execute("INSERT OR REPLACE INTO part_predictions (item_id, part, position, model, "
+                       "shape, dtype, data, confidence, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                       "?)", (item_id, part.kind, part.position, model,
+                              json.dumps(list(labels.shape)), labels.dtype.str,
+                              zlib.compress(labels.tobytes(), 3), confidence, time.time()))
 
-    def load_class_prediction(self, item_id: int) -> tuple[str, np.ndarray] | None:
-        """(model, labels) of the last prediction kept for an item, or None."""
-        rows = self._read("SELECT model, shape, dtype, data FROM class_predictions "
-                          "WHERE item_id = ?", (item_id,))
+    def load_class_prediction(self, item_id: int,
+                              part: PredictedPart = WHOLE_ITEM) -> tuple[str, np.ndarray] | None:
+        """(model, labels) of the prediction kept for that part of an item, or None."""
+        rows = self._read("SELECT model, shape, dtype, data FROM part_predictions "
+                          "WHERE item_id = ? AND part = ? AND position = ?",
+                          (item_id, part.kind, part.position))
         if not rows:
             return None
         model, shape, dtype, data = rows[0]
+        return model, self._decode_labels(shape, dtype, data)
+
+    def class_prediction_parts(self, item_id: int) -> list[KeptPrediction]:
+        """Every prediction kept for an item, oldest first (where parts overlap, a later one
+        wins)."""
+        rows = self._read("SELECT part, position, model, shape, dtype, data, confidence, created "
+                          "FROM part_predictions WHERE item_id = ? ORDER BY created, rowid",
+                          (item_id,))
+        return [KeptPrediction(PredictedPart(kind, int(position)), model,
+                               self._decode_labels(shape, dtype, data),
+                               None if c is None else float(c), None if t is None else float(t))
+                for kind, position, model, shape, dtype, data, c, t in rows]
+
+    def _decode_labels(self, shape: str, dtype: str, data: bytes) -> np.ndarray:
         with self._reading():
             raw = np.frombuffer(zlib.decompress(data), np.dtype(dtype))
-        return model, raw.reshape(json.loads(shape)).copy()
+        return raw.reshape(json.loads(shape)).copy()
+
+    def prediction_stamps(self) -> dict[int, tuple[tuple[str, int, float | None], ...]]:
+        """Item id -> (part, position, time) of each kept prediction: changes whenever one of
+        the item's kept predictions does (to cache what is computed from them)."""
+        rows = self._read("SELECT item_id, part, position, created FROM part_predictions "
+                          "ORDER BY item_id, created, rowid")
+        out: dict[int, list] = {}
+        for item_id, kind, position, created in rows:
+            out.setdefault(int(item_id), []).append((kind, int(position), created))
+        return {item_id: tuple(stamps) for item_id, stamps in out.items()}
 
     def prediction_confidences(self) -> dict[int, float | None]:
-        """Item id -> mean winning probability of its kept prediction (None: not recorded)."""
-        rows = self._read("SELECT item_id, confidence FROM class_predictions")
-        return {int(i): None if c is None else float(c) for i, c in rows}
+        """Item id -> how sure the model was on it: the mean winning probability of its kept
+        parts, weighted by their pixels (None: no part recorded one)."""
+        rows = self._read("SELECT item_id, shape, confidence FROM part_predictions")
+        sums: dict[int, list[float]] = {}
+        for item_id, shape, confidence in rows:
+            total = sums.setdefault(int(item_id), [0.0, 0.0])
+            if confidence is not None:
+                pixels = float(np.prod(json.loads(shape)))
+                total[0] += float(confidence) * pixels
+                total[1] += pixels
+        return {i: (s / n if n > 0 else None) for i, (s, n) in sums.items()}
+
+    def prediction_agreement(self, item: Item, labels: np.ndarray | None = None,
+                             frames: Mapping[int, np.ndarray] | None = None) -> float | None:
+        """How much of the model's kept predictions of ``item`` the labels now keep: see
+        :func:`parts_agreement`. ``labels`` (an image's or a volume's) and ``frames`` (a video's,
+        by frame) are labels the caller holds, newer than the stored ones; the rest are read."""
+        parts = self.class_prediction_parts(item.id)
+        if not parts:
+            return None
+        if item.kind == "video":
+            frames = frames or {}
+            return parts_agreement(parts, frame_labels=lambda f: frames[f] if f in frames
+                                   else self.load_mask(item, f))
+        return parts_agreement(parts, self.load_mask(item) if labels is None else labels)
 
     # -- temporal labels ---------------------------------------------------------------------------
     def load_segments(self, item_id: int) -> list[Segment]:

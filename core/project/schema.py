@@ -10,7 +10,7 @@ import sqlite3
 
 from core.errors import SchemaTooNewError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 _V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -146,8 +146,32 @@ CREATE TABLE class_predictions (
 );
 """
 
+# Version 6: a prediction is kept per part of an item: the whole item (an image, a stack, a whole
+# volume), one frame of a video, or one slice of a volume across an array axis ("z", "y", "x"),
+# with when it was made (where parts overlap, the newest wins). Version 5's predictions were of
+# whole items: they are kept as such, their time unknown (NULL).
+_V6 = """
+CREATE TABLE part_predictions (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    part TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    shape TEXT NOT NULL,
+    dtype TEXT NOT NULL,
+    data BLOB NOT NULL,
+    confidence REAL,
+    created REAL,
+    PRIMARY KEY (item_id, part, position)
+);
+INSERT INTO part_predictions (item_id, part, position, model, shape, dtype, data, confidence,
+                              created)
+    SELECT item_id, 'item', 0, model, shape, dtype, data, confidence, NULL
+    FROM class_predictions;
+DROP TABLE class_predictions;
+"""
+
 # Migration i is the SQL that turns a database of version i into version i + 1.
-MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5}
+MIGRATIONS: dict[int, str] = {0: _V1, 1: _V2, 2: _V3, 3: _V4, 4: _V5, 5: _V6}
 
 
 def check_version(db: sqlite3.Connection, folder: str) -> int:

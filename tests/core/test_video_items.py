@@ -117,7 +117,7 @@ def test_a_version_1_project_gains_the_frame_tables(tmp_path):
     for table in ("frame_info", "frame_journal", "frame_masks",  # version 2
                   "instance_masks", "instance_journal", "instances",  # version 3
                   "instance_predictions", "segments", "action_scores",  # 3, 4
-                  "class_predictions"):  # 5
+                  "part_predictions"):  # 6 (holds version 5's class_predictions)
         db.execute(f"DROP TABLE {table}")
     db.execute("PRAGMA user_version = 1")
     db.commit()
