@@ -241,6 +241,9 @@ class MainWindow(SliceViewsMixin, InstancesVideoMixin, QMainWindow):
         self.models_panel.applied.connect(self._on_prediction)
         self.models_panel.applied.connect(lambda _p: self.items_panel.refresh())
         self.models_panel.batch_done.connect(self.items_panel.refresh)
+        for edited in (self.tools.edited, self.volume_panel.applied, self.assist_panel.applied,
+                       self.video_panel.propagated):  # the open item's model Dice follows
+            edited.connect(self.items_panel.labels_edited)
         self.assist_panel.applied.connect(self._on_prediction)
         self.volume_panel.applied.connect(self._on_prediction)
         self.models_panel.confidence.toggled.connect(lambda _on: self._show_confidence())
@@ -489,18 +492,31 @@ class MainWindow(SliceViewsMixin, InstancesVideoMixin, QMainWindow):
         self.tools.finish_pending()
         if self.workspace.session is not None:
             self.workspace.session.checkpoint()  # train on what is on screen
+        if self.workspace.has_instance_session():
+            self.workspace.instance_session().checkpoint()
         dialog = TrainDialog(project, self)
         dialog.trained.connect(self.use_trained_model)
         dialog.open()
         self.train_dialog = dialog
 
-    def use_trained_model(self, path: str, model: str) -> None:
-        """Offer a freshly trained checkpoint in the Models panel, selected."""
-        choice = self.models_panel.choice
-        choice.model.setCurrentIndex(max(choice.model.findData(model), 0))
-        choice.fill_weights()
-        choice.weights.insertItem(choice.weights.count() - 1, path, path)
-        choice.weights.setCurrentIndex(choice.weights.count() - 2)
+    def use_trained_model(self, path: str, model: str, task: str = "semantic",
+                          stride: int = 0) -> None:
+        """Offer a freshly trained checkpoint, selected, where the models of its task run: the
+        Models panel (semantic), the Instances panel or the Actions panel (with the clip stride
+        it was trained with); that panel's tab is brought to the front."""
+        from app.dialogs.train_tasks import offer_checkpoint
+
+        panels = {"semantic": (self.models_panel, "dock_models"),
+                  "instance": (self.instances_panel, "dock_instances"),
+                  "action": (self.actions_panel, "dock_actions")}
+        panel, dock_name = panels[task]
+        offer_checkpoint(panel.choice, model, path)
+        if task == "action":
+            panel.stride.setValue(stride)
+        dock = self.findChild(QDockWidget, dock_name)
+        if dock is not None:
+            dock.show()
+            dock.raise_()
 
     def show_shortcuts(self) -> None:
         self.shortcuts_dialog = ShortcutsDialog(self)

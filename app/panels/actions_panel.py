@@ -11,6 +11,8 @@ Every change is saved at once.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -315,7 +317,12 @@ class ActionsPanel(QWidget):
             if self._engine is None:
                 self._engine = InferenceEngine()
             loaded = self._engine.load(model, weights=weights, num_classes=num_classes)
-            return classify_video(loaded, reader, clip_spec(model), stride=stride, step=step,
+            spec = clip_spec(model, **loaded.model_kwargs)
+            frames = loaded.meta.get("clip_frames")  # a checkpoint trained on other clips
+            if frames and int(frames) != spec.frames:
+                spec = replace(spec, frames=int(frames), min_frames=min(spec.min_frames,
+                                                                        int(frames)))
+            return classify_video(loaded, reader, spec, stride=stride, step=step,
                                   report=report, cancel=cancel)
 
         untrained = weights is None  # its classes are the project's action labels
