@@ -2,8 +2,9 @@
 and action models (clip classifiers, :mod:`core.train.actions`).
 
 :func:`core.cli_train.cmd_train` hands the command here when the registry's task of ``--model``
-is ``"instance"`` or ``"action"`` (:func:`train_by_task`); semantic models stay there. Torch
-loads only when a command runs.
+is ``"instance"`` or ``"action"`` (:func:`train_by_task`); semantic models stay there. The
+run options they share with semantic training (``--schedule``, ``--patience``, ``--accumulate``,
+``--log``, ``--resume``) pass through. Torch loads only when a command runs.
 """
 
 from __future__ import annotations
@@ -56,14 +57,24 @@ def train_by_task(args: argparse.Namespace) -> int | None:
     if getattr(args, "nproc", 1) not in (None, 1):
         raise base.CliError(f"--nproc applies to semantic models; {args.model} trains in one "
                             "process.")
-    if args.resume:
-        raise base.CliError(f"--resume applies to semantic models, not {task} models.")
     from core.train.loop import TrainError
 
     try:
         return _instances(args, base) if task == "instance" else _actions(args, base)
     except TrainError as err:
         raise base.CliError(str(err)) from err
+
+
+def _run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The config options every task reads from the command line."""
+    return {"model": args.model, "out": Path(args.out), "weights": args.weights,
+            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+            "optimizer": args.optimizer, "schedule": args.schedule, "device": args.device,
+            "accumulate": args.accumulate, "patience": args.patience,
+            "val_fraction": args.val_fraction, "seed": args.seed,
+            "steps_per_epoch": args.steps_per_epoch,
+            "resume": Path(args.resume) if args.resume else None,
+            "log": Path(args.log) if args.log else None}
 
 
 def _progress(base: Any, title: str, columns: tuple[str, ...]) -> tuple[Any, Any]:
@@ -109,11 +120,8 @@ def _instances(args: argparse.Namespace, base: Any) -> int:
     if args.min_size:
         kwargs = {"min_size": args.min_size, "max_size": max(args.min_size, 1333 *
                                                              args.min_size // 800)}
-    config = InstanceTrainConfig(
-        model=args.model, out=Path(args.out), weights=args.weights, model_kwargs=kwargs,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, optimizer=args.optimizer,
-        device=args.device, val_fraction=args.val_fraction, seed=args.seed,
-        steps_per_epoch=args.steps_per_epoch, evaluate=not args.no_eval)
+    config = InstanceTrainConfig(**_run_options(args), model_kwargs=kwargs,
+                                 evaluate=not args.no_eval)
     bar, epoch_line = _progress(base, f"train {args.model}",
                                 ("loss", "loss_mask", "mask_ap", "box_ap"))
     try:
@@ -126,16 +134,21 @@ def _instances(args: argparse.Namespace, base: Any) -> int:
 def _actions(args: argparse.Namespace, base: Any) -> int:
     from core.train.actions import ActionTrainConfig, action_dataset_from_project, train_actions
 
-    if not args.project:
+    from_folder = bool(args.data) and args.format == "actions"
+    if not args.project and not from_folder:
         raise base.CliError(f"{args.model} trains on a project's labelled video segments "
-                            "(--project DIR).")
-    config = ActionTrainConfig(
-        model=args.model, out=Path(args.out), weights=args.weights, frames=args.clip_frames,
-        stride=args.clip_stride, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, device=args.device, val_fraction=args.val_fraction,
-        seed=args.seed, steps_per_epoch=args.steps_per_epoch, augment=not args.no_augment)
-    with base._open_project(args.project, read_only=True) as project:
-        dataset = action_dataset_from_project(project, config.spec(), config.stride)
+                            f"(--project DIR) or an action dataset (--data DIR --format "
+                            f"actions), not {args.format}.")
+    config = ActionTrainConfig(**_run_options(args), frames=args.clip_frames,
+                               stride=args.clip_stride, augment=not args.no_augment)
+    if from_folder:
+        from core.train.action_data import action_dataset_from_folder
+
+        dataset = action_dataset_from_folder(base._existing_path(args.data), config.spec(),
+                                             config.stride)
+    else:
+        with base._open_project(args.project, read_only=True) as project:
+            dataset = action_dataset_from_project(project, config.spec(), config.stride)
     bar, epoch_line = _progress(base, f"train {args.model}",
                                 ("train_loss", "val_loss", "top1", "top5"))
     try:

@@ -13,22 +13,22 @@ Frames are decoded with :func:`core.io.video.open_video`, resized and centre-cro
 :func:`core.inference.clips.preprocess_frame` (the model's :class:`ClipSpec`), scaled to [0, 1]
 and normalised (the spec's statistics for random weights, the weights' own otherwise: the rule
 of ``classify_video``), laid out as the spec's ``input`` says (``"clip"`` (B, 3, T, H, W),
-``"frames"`` (B, T, 3, H, W); two-stream models are not trained here). Training clips are
-flipped horizontally at random.
+``"frames"`` (B, T, 3, H, W); a tuple of inputs, taken as ``module(*inputs)``, for two-stream
+models). Training clips are flipped horizontally at random.
 
 The loss is the cross-entropy; the validation split (whole segments, seeded) is scored with
-top-1 / top-5 accuracy (:func:`topk_accuracy`). Every epoch writes the "last" checkpoint and,
-when the validation top-1 (else the training loss) improved, the "best" one, in SegStudio's
-checkpoint format so ``load_model`` and ``classify_video`` read them.
+top-1 / top-5 accuracy (:func:`topk_accuracy`). The epochs are
+:func:`core.train.runner.run_epochs`'s (schedule, mixed precision on CUDA, gradient
+accumulation, early stopping, resume, the metrics CSV of :data:`LOG_COLUMNS`): every epoch
+writes the "last" checkpoint and, when the validation top-1 (else the training loss) improved,
+the "best" one, in SegStudio's checkpoint format (``load_model`` and ``classify_video`` read
+them) with the training state that ``resume`` continues from.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,18 +45,15 @@ from core.train.action_data import (  # noqa: F401  (re-exported)
     model_clip_spec,
 )
 from core.train.common import (
-    EpochRecorder,
+    BaseTrainConfig,
+    BaseTrainResult,
     ReportFn,
     TrainError,
-    check_config,
-    checkpoint_saver,
-    is_cancelled,
-    last_checkpoint_path,
-    make_optimizer,
-    next_batch,
-    result_json,
+    read_resume,
     split_items,
 )
+
+LOG_COLUMNS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "seconds")
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -79,79 +76,66 @@ def topk_accuracy(logits: torch.Tensor | np.ndarray, targets: torch.Tensor | np.
 
 # -- configuration ---------------------------------------------------------------------------------
 @dataclass
-class ActionTrainConfig:
-    """How to train an action model.
+class ActionTrainConfig(BaseTrainConfig):
+    """How to train an action model (the fields of :class:`core.train.common.BaseTrainConfig`,
+    with these defaults, and its own).
 
     Attributes:
-        model: A registered model of task ``"action"`` (not two-stream).
-        out: Best checkpoint; the last one is ``<stem>.last.pt`` beside it.
+        model: A registered model of task ``"action"``.
         weights: None (random weights) or a checkpoint / published weights name whose classes
             are the project's action labels (same count).
-        model_kwargs: Builder options.
         frames: Frames per clip (models that do not fix T; default the spec's).
         stride: Frames between a clip's sampled frames (default from the spec's frame rate).
-        epochs, batch_size, lr, weight_decay, momentum, optimizer, device, val_fraction, seed,
-        steps_per_epoch: The usual (the split keeps the clips of a segment together).
+        val_fraction, seed: The split keeps the clips of a segment together.
+        patience: Epochs without a better validation top-1 before stopping (0: never).
         augment: Random horizontal flips.
     """
 
-    model: str
-    out: Path
-    weights: str | Path | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    lr: float = 1e-4
     frames: int | None = None
     stride: int | None = None
-    epochs: int = 10
-    batch_size: int = 4
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    optimizer: str = "adamw"
-    device: str = "auto"
-    val_fraction: float = 0.2
-    seed: int = 0
-    steps_per_epoch: int | None = None
     augment: bool = True
 
-    def __post_init__(self) -> None:
-        self.out = Path(self.out).expanduser()
-        check_config(optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
-                     lr=self.lr, val_fraction=self.val_fraction)
-
-    @property
-    def last_path(self) -> Path:
-        return last_checkpoint_path(self.out)
+    def task_checks(self) -> tuple[tuple[bool, str], ...]:
+        return ((self.frames is None or self.frames >= 1, "frames per clip must be >= 1"),
+                (self.stride is None or self.stride >= 1, "the clip stride must be >= 1"))
 
     def spec(self) -> Any:
-        return model_clip_spec(self.model, self.frames, **self.model_kwargs)
+        """The model's ClipSpec for these options (a ``frames`` builder option, for models
+        that fix T, counts as ``frames``)."""
+        kwargs = dict(self.model_kwargs)
+        if "frames" not in kwargs:
+            return model_clip_spec(self.model, self.frames, **kwargs)
+        from core.models.action_specs import clip_spec
+
+        spec = clip_spec(self.model, **kwargs)
+        if self.frames is not None and self.frames != spec.frames:
+            raise TrainError(f"frames ({self.frames}) and the builder option frames "
+                             f"({spec.frames}) differ.")
+        return spec
 
 
 @dataclass
-class ActionTrainResult:
-    """What a run did (``history``: loss, top-1 and top-5 per epoch)."""
+class ActionTrainResult(BaseTrainResult):
+    """What a run did (``history``: :data:`LOG_COLUMNS` per epoch)."""
 
-    best_epoch: int
-    best_metric: float | None
-    epochs_run: int
-    stopped: str
-    best_path: Path | None
-    last_path: Path | None
-    history: list[dict[str, Any]]
-    classes: list[str]
     train_clips: int
     val_clips: int
-    warnings: list[str] = field(default_factory=list)
-    module: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self, train_clips=self.train_clips, val_clips=self.val_clips)
+        return {**self.common_json(), "train_clips": self.train_clips,
+                "val_clips": self.val_clips, "history": self.history,
+                "warnings": self.warnings}
 
 
-def action_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+def action_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: Any,
                 y: torch.Tensor) -> float:
-    """One cross-entropy step; the loss."""
+    """One cross-entropy step (``x``: a tensor, or a tuple for two-stream models); the loss."""
+    from core.train.runner import forward
+
     module.train()
-    loss = F.cross_entropy(module(x), y)
+    loss = F.cross_entropy(forward(module, x), y)
     if not torch.isfinite(loss):
         raise TrainError("The loss is not finite; lower the learning rate.")
     optimizer.zero_grad(set_to_none=True)
@@ -164,11 +148,13 @@ def action_step(module: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Te
 def evaluate_clips(module: nn.Module, loader: ClipLoader, clips: Sequence[ClipSample],
                    batch_size: int, device: Any) -> dict[str, float]:
     """Mean loss and top-1 / top-5 accuracy of ``module`` on ``clips``."""
+    from core.train.runner import forward, to_device
+
     module.eval()
     logits, targets = [], []
     for start in range(0, len(clips), batch_size):
         x, y = loader.batch(clips[start:start + batch_size])
-        logits.append(module(x.to(device)).float().cpu())
+        logits.append(forward(module, to_device(x, device)).float().cpu())
         targets.append(y)
     scores, target = torch.cat(logits), torch.cat(targets)
     accuracy = topk_accuracy(scores, target, (1, 5))
@@ -176,12 +162,10 @@ def evaluate_clips(module: nn.Module, loader: ClipLoader, clips: Sequence[ClipSa
             "top5": accuracy[5]}
 
 
-def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
-                  report: ReportFn | None = None, cancel: Any = None,
-                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
-                  ) -> ActionTrainResult:
-    """Train ``config.model`` on the clips of ``dataset``; see the module docstring."""
-    from core.inference.device import select_device
+def _build(config: ActionTrainConfig, dataset: ActionDataset
+           ) -> tuple[Any, list[float], list[float], dict[str, Any] | None]:
+    """The loaded model (new, fine-tuned or resumed), its input statistics and the training
+    state to resume (None: a new run)."""
     from core.models.loading import load_model
 
     info = model_info(config.model)
@@ -189,16 +173,33 @@ def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
         raise TrainError(f"{config.model} is a {info.task} model, not an action model.")
     if not dataset.clips:
         raise TrainError("No labelled video segment to train on.")
+    training = None
+    if config.resume is not None:
+        training = read_resume(config.resume, config.model)
+    source = config.resume if config.resume is not None else config.weights
+    if source is None:
+        loaded = load_model(config.model, num_classes=len(dataset.labels),
+                            **config.model_kwargs)
+        return loaded, list(dataset.spec.mean), list(dataset.spec.std), training
+    loaded = load_model(config.model, weights=source, **config.model_kwargs)
+    if len(loaded.classes) != len(dataset.labels):
+        raise TrainError(f"The weights have {len(loaded.classes)} classes but the project "
+                         f"{len(dataset.labels)} action labels.")
+    return loaded, list(loaded.mean), list(loaded.std), training
+
+
+def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
+                  report: ReportFn | None = None, cancel: Any = None,
+                  on_epoch: Callable[[dict[str, Any]], None] | None = None,
+                  ) -> ActionTrainResult:
+    """Train ``config.model`` on the clips of ``dataset`` (or continue the run of
+    ``config.resume``); see the module docstring. ``report(done, total)`` counts batches;
+    ``cancel`` (``is_set()`` or a callable) is checked between them; ``on_epoch(row)`` follows
+    each epoch's files."""
+    from core.train.runner import Task, forward, run_epochs, to_device
+
+    loaded, mean, std, training = _build(config, dataset)
     classes = list(dataset.labels)
-    if config.weights is None:
-        loaded = load_model(config.model, num_classes=len(classes), **config.model_kwargs)
-        mean, std = dataset.spec.mean, dataset.spec.std
-    else:
-        loaded = load_model(config.model, weights=config.weights, **config.model_kwargs)
-        if len(loaded.classes) != len(classes):
-            raise TrainError(f"The weights have {len(loaded.classes)} classes but the project "
-                             f"{len(classes)} action labels.")
-        mean, std = loaded.mean, loaded.std
     groups = sorted({c.group for c in dataset.clips})
     _, val_g = split_items(len(groups), config.val_fraction, config.seed)
     val_groups = {groups[i] for i in val_g}
@@ -207,53 +208,28 @@ def train_actions(config: ActionTrainConfig, dataset: ActionDataset,
     warnings = [] if val_clips else [
         "no validation split (too few segments); the best checkpoint is the one with the "
         "lowest training loss"]
-    device = select_device(config.device)
-    module = loaded.module.to(device)
-    optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
-                               config.momentum)
     loader = ClipLoader(dataset.spec, mean, std)
-    rng = np.random.default_rng(config.seed)
-    per_epoch = config.steps_per_epoch or math.ceil(len(train_clips) / config.batch_size)
-    total, done = per_epoch * config.epochs, 0
-    stopped = "completed"
-    save = checkpoint_saver(config.model, module, classes, loaded.in_channels, mean, std,
-                            dict(loaded.model_kwargs),
-                            {"data": dataset.source, "task": "action",
-                             "clip_frames": dataset.spec.frames})
-    epochs = EpochRecorder(config.out, config.last_path, save, on_epoch)
 
+    def loss(module: nn.Module, batch: list[int], rng: np.random.Generator,
+             device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = loader.batch([train_clips[i] for i in batch], rng if config.augment else None)
+        logits = forward(module, to_device(x, device))
+        return F.cross_entropy(logits.float(), y.to(device)), {}
+
+    def validate(module: nn.Module, device: torch.device,
+                 batch_size: int) -> tuple[dict[str, Any], float | None]:
+        if not val_clips:
+            return {"val_loss": None, "top1": None, "top5": None}, None
+        scores = evaluate_clips(module, loader, val_clips, batch_size, device)
+        return scores, scores["top1"]
+
+    task = Task(loaded.module, classes, loaded.in_channels, mean, std, dict(loaded.model_kwargs),
+                {"data": dataset.source, "task": "action", "clip_frames": dataset.spec.frames},
+                list(range(len(train_clips))), loss, validate, LOG_COLUMNS,
+                loss_key="train_loss", warnings=warnings, training=training)
     try:
-        order: list[int] = []
-        for epoch in range(1, config.epochs + 1):
-            started = time.perf_counter()
-            losses = []
-            for _ in range(per_epoch):
-                if is_cancelled(cancel):
-                    stopped = "cancelled"
-                    break
-                batch, order = next_batch(order, len(train_clips), config.batch_size, rng)
-                x, y = loader.batch([train_clips[i] for i in batch],
-                                    rng if config.augment else None)
-                losses.append(action_step(module, optimizer, x.to(device), y.to(device)))
-                done += 1
-                if report is not None:
-                    report(done, total)
-            if not losses:
-                break
-            row: dict[str, Any] = {"epoch": epoch, "train_loss": round(float(np.mean(losses)), 6),
-                                   "val_loss": None, "top1": None, "top5": None}
-            if val_clips:
-                row.update(evaluate_clips(module, loader, val_clips, config.batch_size, device))
-                metric = row["top1"]
-            else:
-                metric = -row["train_loss"]
-            epochs.record(row, metric, started)
-            if stopped == "cancelled":
-                break
+        fields = run_epochs(config, task, report, cancel, on_epoch)
     finally:
         loader.close()
-    module.to("cpu").eval()
-    return ActionTrainResult(
-        **epochs.result_fields(stopped), classes=classes,
-        train_clips=len(train_clips), val_clips=len(val_clips), warnings=warnings,
-        module=module)
+    return ActionTrainResult(**fields, train_clips=len(train_clips),
+                             val_clips=len(val_clips))

@@ -1,9 +1,11 @@
-"""What the training loops share (imports torch; load it lazily): options checks, losses,
-optimiser and schedule construction, the epoch bookkeeping of the best / last checkpoints,
-checkpoint payloads written atomically and the metrics CSV.
+"""What the training loops share (imports torch; load it lazily): the options and result
+fields every run has (:class:`BaseTrainConfig`, :class:`BaseTrainResult`), losses, optimiser and
+schedule construction, the micro-batches of an epoch (gradient accumulation, a batch halved when
+it does not fit in memory), checkpoint payloads with their training state written atomically,
+resuming from them, and the metrics CSV.
 
-Used by :mod:`core.train.loop` (semantic models), :mod:`core.train.instances` and
-:mod:`core.train.actions`.
+Used by :mod:`core.train.loop` (semantic models) and :mod:`core.train.runner` (the epochs of
+:mod:`core.train.instances` and :mod:`core.train.actions`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import csv
 import io
 import math
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,13 @@ from torch import nn
 
 from core.errors import SegStudioError
 from core.fsutil import atomic_write_bytes
-from core.models.checkpoint import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _plain, save_checkpoint
+from core.models.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    _plain,
+    is_segstudio_checkpoint,
+    safe_torch_load,
+)
 from core.train.metrics import confusion_matrix, scores_from_confusion
 
 LOSSES = ("ce", "dice", "ce+dice")
@@ -51,6 +59,120 @@ def check_config(*extra: tuple[bool, str], optimizer: str, epochs: int, batch_si
     for ok, message in checks:
         if not ok:
             raise TrainError(f"{message}.")
+
+
+# -- options and results every run shares ---------------------------------------------------------
+@dataclass
+class BaseTrainConfig:
+    """The options of every training run (the task configs add theirs and their defaults).
+
+    Attributes:
+        model: Registered model name.
+        out: The best checkpoint's path; the last one is ``<stem>.last.pt`` beside it.
+        weights: None (random weights), a checkpoint / state-dict file or a published weights
+            name to fine-tune from.
+        model_kwargs: Builder options.
+        epochs, batch_size, lr, weight_decay, momentum: The usual.
+        optimizer: ``"adamw"`` or ``"sgd"``.
+        schedule: ``"cosine"`` (to 0 over ``epochs``), ``"step"`` (x ``gamma`` every
+            ``step_size`` epochs) or ``"none"``; stepped once per epoch.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        amp: Mixed precision (float16 autocast + GradScaler) on CUDA only.
+        accumulate: Batches whose gradients are summed before an optimiser step.
+        patience: Stop after this many epochs without a better validation metric (0: never).
+        val_fraction, seed: The split and the random draws.
+        steps_per_epoch: Batches per epoch (None: one pass over the training split).
+        resume: A last / best checkpoint written by training this model: continue from its
+            epoch with its optimiser, schedule and history.
+        log: Metrics CSV (rewritten every epoch).
+    """
+
+    model: str
+    out: Path
+    weights: str | Path | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 20
+    batch_size: int = 4
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    optimizer: str = "adamw"
+    schedule: str = "cosine"
+    step_size: int = 10
+    gamma: float = 0.1
+    device: str = "auto"
+    amp: bool = True
+    accumulate: int = 1
+    patience: int = 0
+    val_fraction: float = 0.2
+    seed: int = 0
+    steps_per_epoch: int | None = None
+    resume: Path | None = None
+    log: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.out = Path(self.out).expanduser()
+        self.resume = None if self.resume is None else Path(self.resume).expanduser()
+        self.log = None if self.log is None else Path(self.log).expanduser()
+        check_config(
+            (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
+            (self.accumulate >= 1, "accumulate must be >= 1"),
+            (self.patience >= 0, "patience must be >= 0"),
+            (self.step_size >= 1, "the schedule's step size must be >= 1"),
+            (self.gamma > 0, "the schedule's gamma must be > 0"),
+            (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
+             "steps per epoch must be >= 1"),
+            *self.task_checks(), optimizer=self.optimizer, epochs=self.epochs,
+            batch_size=self.batch_size, lr=self.lr, val_fraction=self.val_fraction)
+
+    def task_checks(self) -> tuple[tuple[bool, str], ...]:
+        """(ok, message) checks of the task's own options."""
+        return ()
+
+    @property
+    def last_path(self) -> Path:
+        return last_checkpoint_path(self.out)
+
+
+@dataclass
+class BaseTrainResult:
+    """What every run did (the task results add their split sizes).
+
+    Attributes:
+        best_epoch: Epoch (1-based) of the best checkpoint (0 if none was written).
+        best_metric: Its validation metric (or minus the training loss without validation).
+        epochs_run: Epochs finished (including resumed ones).
+        stopped: ``"completed"``, ``"early_stopping"`` or ``"cancelled"``.
+        best_path, last_path, log_path: Files written.
+        history: One dict per epoch (the CSV columns).
+        classes: Class names of the model.
+        warnings: For the user.
+        module: The trained module as it ended (the last epoch's weights), on the CPU, in
+            eval mode.
+    """
+
+    best_epoch: int
+    best_metric: float | None
+    epochs_run: int
+    stopped: str
+    best_path: Path | None
+    last_path: Path | None
+    history: list[dict[str, Any]]
+    classes: list[str]
+    log_path: Path | None = field(default=None, kw_only=True)
+    warnings: list[str] = field(default_factory=list, kw_only=True)
+    module: nn.Module | None = field(default=None, repr=False, kw_only=True)
+
+    def common_json(self) -> dict[str, Any]:
+        """The JSON fields every result shares (``to_json`` adds the task's)."""
+        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "epochs_run": self.epochs_run, "stopped": self.stopped,
+                "best": _text(self.best_path), "last": _text(self.last_path),
+                "log": _text(self.log_path), "classes": self.classes}
+
+
+def _text(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def last_checkpoint_path(out: Path) -> Path:
@@ -95,15 +217,6 @@ def make_scheduler(schedule: str, optimizer: torch.optim.Optimizer, epochs: int,
     return None
 
 
-def next_batch(order: list[int], pool: Any, batch_size: int, rng: np.random.Generator
-               ) -> tuple[list[int], list[int]]:
-    """The next ``batch_size`` indices of ``order`` (refilled with permutations of ``pool``)
-    and what is left of it."""
-    while len(order) < batch_size:
-        order.extend(rng.permutation(pool).tolist())
-    return order[:batch_size], order[batch_size:]
-
-
 # -- losses --------------------------------------------------------------------------------------
 def dice_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1) -> torch.Tensor:
     """1 - mean soft Dice over the classes present in the target or predicted (ignored pixels
@@ -142,59 +255,64 @@ def as_logits(output: Any) -> torch.Tensor:
     return output
 
 
-# -- epochs of the instance and action loops -------------------------------------------------------
-class EpochRecorder:
-    """Per-epoch bookkeeping: the history, the "last" checkpoint every epoch, the "best" one
-    when the metric improved, then ``on_epoch(row)``."""
-
-    def __init__(self, out: Path, last_path: Path, save: Callable[[Path, dict[str, Any]], Path],
-                 on_epoch: Callable[[dict[str, Any]], None] | None) -> None:
-        self.out, self.last_path, self.save, self.on_epoch = out, last_path, save, on_epoch
-        self.best: tuple[float, int] = (-math.inf, 0)
-        self.best_path: Path | None = None
-        self.history: list[dict[str, Any]] = []
-
-    def record(self, row: dict[str, Any], metric: float, started: float) -> None:
-        """Time ``row`` (``started``: its ``perf_counter``), keep it and write the checkpoints."""
-        row["seconds"] = round(time.perf_counter() - started, 3)
-        self.history.append(row)
-        self.save(self.last_path, row)
-        if metric > self.best[0]:
-            self.best = (metric, row["epoch"])
-            self.best_path = self.save(self.out, row)
-        if self.on_epoch is not None:
-            self.on_epoch(row)
-
-    def result_fields(self, stopped: str) -> dict[str, Any]:
-        """The fields every training result shares."""
-        return {"best_epoch": self.best[1],
-                "best_metric": None if self.best[1] == 0 else float(self.best[0]),
-                "epochs_run": len(self.history), "stopped": stopped,
-                "best_path": self.best_path,
-                "last_path": self.last_path if self.history else None, "history": self.history}
+# -- the micro-batches of an epoch ------------------------------------------------------------------
+def free_memory(device: torch.device) -> None:
+    """Give the accelerator's cached blocks back (after an out-of-memory error)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
-def checkpoint_saver(model: str, module: nn.Module, classes: list[str], in_channels: int,
-                     mean: Any, std: Any, model_kwargs: dict[str, Any],
-                     meta: dict[str, Any]) -> Callable[[Path, dict[str, Any]], Path]:
-    """``save(path, row)``: ``save_checkpoint`` of ``module`` with ``meta`` plus the row's
-    epoch and metrics."""
-    def save(path: Path, row: dict[str, Any]) -> Path:
-        return save_checkpoint(path, model, module, classes, in_channels, list(mean), list(std),
-                               model_kwargs=model_kwargs,
-                               meta={**meta, "epoch": row["epoch"], "metrics": row})
+def reduce_batch(batch_size: int, accumulate: int, device: torch.device,
+                 warnings: list[str]) -> tuple[int, int]:
+    """A batch of ``batch_size`` ran out of memory: free the cache, then (half the batch, twice
+    the accumulation), which keeps the effective batch, with a warning. TrainError at 1."""
+    free_memory(device)
+    if batch_size <= 1:
+        raise TrainError(f"One item per batch does not fit in {device.type} memory; use a "
+                         f"smaller model or smaller inputs, or train on another device.")
+    half, accumulate = batch_size // 2, accumulate * 2
+    warnings.append(f"batch size {batch_size} does not fit in {device.type} memory; reduced "
+                    f"to {half} (gradient accumulation x{accumulate} keeps the effective batch)")
+    return half, accumulate
 
-    return save
 
+class MicroBatches:
+    """An epoch's ``samples`` positions cut into batches of ``batch_size``, an optimiser step
+    every ``accumulate`` batches (and after the last one). :meth:`shrink` (a batch that does
+    not fit in memory) halves the batch, doubles the accumulation and starts the accumulation
+    window again."""
 
-def result_json(result: Any, **counts: Any) -> dict[str, Any]:
-    """``to_json`` of an instance / action training result; ``counts``: its split sizes."""
-    return {"best_epoch": result.best_epoch, "best_metric": result.best_metric,
-            "epochs_run": result.epochs_run, "stopped": result.stopped,
-            "best": None if result.best_path is None else str(result.best_path),
-            "last": None if result.last_path is None else str(result.last_path),
-            "classes": result.classes, **counts, "history": result.history,
-            "warnings": result.warnings}
+    def __init__(self, samples: int, batch_size: int, accumulate: int) -> None:
+        self.samples, self.batch_size, self.accumulate = samples, batch_size, accumulate
+        self.pos = self.window_start = self.in_window = 0
+
+    def more(self) -> bool:
+        return self.pos < self.samples
+
+    def left(self) -> int:
+        """Batches left in the epoch."""
+        return math.ceil((self.samples - self.pos) / self.batch_size)
+
+    def take(self) -> slice:
+        """The next batch's positions."""
+        batch = slice(self.pos, min(self.pos + self.batch_size, self.samples))
+        self.pos, self.in_window = batch.stop, self.in_window + 1
+        return batch
+
+    def stepping(self) -> bool:
+        """Whether the batch just taken ends an accumulation window (then call :meth:`stepped`)."""
+        return self.in_window >= self.accumulate or self.pos >= self.samples
+
+    def stepped(self) -> None:
+        self.window_start, self.in_window = self.pos, 0
+
+    def shrink(self, device: torch.device, warnings: list[str]) -> None:
+        """After torch.OutOfMemoryError: :func:`reduce_batch`, back to the window's start."""
+        self.batch_size, self.accumulate = reduce_batch(self.batch_size, self.accumulate, device,
+                                                        warnings)
+        self.pos, self.in_window = self.window_start, 0
 
 
 # -- epochs of the semantic loop --------------------------------------------------------------------
@@ -234,7 +352,7 @@ def validate(module: nn.Module, images: list[np.ndarray], labels: list[np.ndarra
     return float(np.mean(losses)), scores_from_confusion(matrix, classes)
 
 
-# -- checkpoints of the semantic loop ------------------------------------------------------------
+# -- checkpoints with their training state ---------------------------------------------------------
 def training_state(epoch: int, optimizer: torch.optim.Optimizer, scheduler: Any,
                    scaler: torch.amp.GradScaler, history: list[dict[str, Any]],
                    best: tuple) -> dict[str, Any]:
@@ -263,20 +381,47 @@ def restore_training(training: dict[str, Any], optimizer: torch.optim.Optimizer,
                          f"optimiser or schedule?): {err}.") from err
 
 
-def checkpoint_payload(config: Any, model: Any, module: nn.Module, training: dict[str, Any],
-             row: dict[str, Any], source: str) -> dict[str, Any]:
-    """The dict ``save_checkpoint`` writes, plus the ``"training"`` state."""
+def read_resume(path: Path, model: str) -> dict[str, Any]:
+    """The ``"training"`` state of the checkpoint ``path`` of ``model`` (TrainError for a file
+    that is not a SegStudio checkpoint, one of another model, or one without that state)."""
+    raw = safe_torch_load(Path(path))
+    if not is_segstudio_checkpoint(raw):
+        raise TrainError(f"{path} is not a SegStudio checkpoint; --resume needs "
+                         f"a checkpoint written by training.")
+    if raw.get("model") != model:
+        raise TrainError(f"{path} is a checkpoint of {raw.get('model')}, not "
+                         f"{model}; resume with --model {raw.get('model')}.")
+    training = raw.get("training")
+    if not isinstance(training, dict):
+        raise TrainError(f"{path} holds no training state (a checkpoint not "
+                         f"written by training); fine-tune from it with --weights instead.")
+    return training
+
+
+def make_payload(model: str, module: nn.Module, classes: list[str], in_channels: int,
+                 mean: Any, std: Any, model_kwargs: dict[str, Any], meta: dict[str, Any],
+                 training: dict[str, Any]) -> dict[str, Any]:
+    """The dict ``save_checkpoint`` writes (``meta`` after its creation time), plus the
+    ``"training"`` state."""
     created = datetime.now(UTC).isoformat(timespec="seconds")
     return {
-        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": config.model,
-        "model_kwargs": _plain(model.model_kwargs), "classes": list(model.classes),
-        "in_channels": int(model.in_channels), "mean": [float(v) for v in model.mean],
-        "std": [float(v) for v in model.std],
+        "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "model": model,
+        "model_kwargs": _plain(model_kwargs), "classes": list(classes),
+        "in_channels": int(in_channels), "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
         "state_dict": {k: v.detach().cpu().clone() for k, v in module.state_dict().items()},
-        "meta": _plain({"created": created, "epoch": row["epoch"], "metrics": row,
-                        "data": source, "loss": config.loss, "patch": config.patch}),
+        "meta": _plain({"created": created, **meta}),
         "training": training,
     }
+
+
+def checkpoint_payload(config: Any, model: Any, module: nn.Module, training: dict[str, Any],
+                       row: dict[str, Any], source: str) -> dict[str, Any]:
+    """:func:`make_payload` of the semantic loop."""
+    return make_payload(config.model, module, model.classes, model.in_channels, model.mean,
+                        model.std, model.model_kwargs,
+                        {"epoch": row["epoch"], "metrics": row, "data": source,
+                         "loss": config.loss, "patch": config.patch}, training)
 
 
 def write_payload(path: Path, payload: dict[str, Any]) -> None:
@@ -286,11 +431,13 @@ def write_payload(path: Path, payload: dict[str, Any]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def write_log(path: Path, history: list[dict[str, Any]]) -> None:
-    """The metrics CSV (:data:`LOG_COLUMNS`), written atomically."""
+def write_log(path: Path, history: list[dict[str, Any]],
+              columns: tuple[str, ...] = LOG_COLUMNS) -> None:
+    """The metrics CSV (``columns``: the semantic loop's :data:`LOG_COLUMNS` by default),
+    written atomically."""
     text = io.StringIO()
-    writer = csv.DictWriter(text, LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in LOG_COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     atomic_write_bytes(path, text.getvalue().encode("utf-8"))

@@ -14,15 +14,15 @@ int64, ``masks`` (N, H, W) uint8. The model returns the multi-task loss dict in 
 (``loss_classifier``, ``loss_box_reg``, ``loss_mask``, ``loss_objectness``, ``loss_rpn_box_reg``:
 L = L_cls + L_box + L_mask plus the RPN's two terms); their sum is minimised with SGD or AdamW.
 
-Every epoch writes the "last" checkpoint and, when the validation mask AP (or, without a
-validation split, the training loss) improved, the "best" one, in SegStudio's checkpoint format
-(:func:`core.models.checkpoint.save_checkpoint`: atomic, read by ``load_model``).
+The epochs are :func:`core.train.runner.run_epochs`'s (schedule, mixed precision on CUDA,
+gradient accumulation, early stopping, resume, the metrics CSV of :data:`LOG_COLUMNS`): every
+epoch writes the "last" checkpoint and, when the validation mask AP (or, without a validation
+split, the training loss) improved, the "best" one, in SegStudio's checkpoint format (atomic,
+read by ``load_model``) with the training state that ``resume`` continues from.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,21 +36,17 @@ from core.errors import SegStudioError
 from core.models.registry import model_info
 from core.project.items import Instance
 from core.train.common import (
-    EpochRecorder,
+    BaseTrainConfig,
+    BaseTrainResult,
     ReportFn,
     TrainError,
-    check_config,
-    checkpoint_saver,
-    is_cancelled,
-    last_checkpoint_path,
-    make_optimizer,
-    next_batch,
-    result_json,
+    read_resume,
     split_items,
 )
 
 LOSS_KEYS = ("loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
              "loss_rpn_box_reg")
+LOG_COLUMNS = ("epoch", "loss", *LOSS_KEYS, "mask_ap", "box_ap", "lr", "seconds")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -220,89 +216,71 @@ def image_tensor(image: np.ndarray, in_channels: int = 3) -> torch.Tensor:
 
 # -- configuration and result ---------------------------------------------------------------------
 @dataclass
-class InstanceTrainConfig:
-    """How to fine-tune an instance model.
+class InstanceTrainConfig(BaseTrainConfig):
+    """How to fine-tune an instance model (the fields of
+    :class:`core.train.common.BaseTrainConfig`, with these defaults, and its own).
 
     Attributes:
         model: A registered model of task ``"instance"``.
-        out: Best checkpoint; the last one is ``<stem>.last.pt`` beside it.
         weights: None (random weights, no download), a checkpoint or a published weights name
             (its head is kept when its classes are the data's; else the data's class count
             needs a new head: start from random weights then).
         model_kwargs: Builder options (``min_size``, ``max_size``, ``trainable_backbone_layers``).
-        epochs, batch_size, lr, weight_decay, momentum, optimizer: The usual.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
         val_fraction, seed: Split by image (a seeded shuffle).
-        steps_per_epoch: Optimiser steps per epoch (None: one pass over the training split).
+        patience: Epochs without a better validation mask AP before stopping (0: never).
+        steps_per_epoch: Batches per epoch (None: one pass over the training split).
         evaluate: Score the validation split with COCO mask AP every epoch.
         score_threshold: Detections kept for the AP.
     """
 
-    model: str
-    out: Path
-    weights: str | Path | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     batch_size: int = 2
     lr: float = 0.005
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
     optimizer: str = "sgd"
-    device: str = "auto"
-    val_fraction: float = 0.2
-    seed: int = 0
-    steps_per_epoch: int | None = None
     evaluate: bool = True
     score_threshold: float = 0.05
 
-    def __post_init__(self) -> None:
-        self.out = Path(self.out).expanduser()
-        check_config(optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
-                     lr=self.lr, val_fraction=self.val_fraction)
-
-    @property
-    def last_path(self) -> Path:
-        return last_checkpoint_path(self.out)
+    def task_checks(self) -> tuple[tuple[bool, str], ...]:
+        return ((0 <= self.score_threshold <= 1, "the score threshold must be in [0, 1]"),)
 
 
 @dataclass
-class InstanceTrainResult:
-    """What a run did (``history``: one row per epoch with the mean of each loss term)."""
+class InstanceTrainResult(BaseTrainResult):
+    """What a run did (``history``: one row per epoch with the mean of each loss term, the
+    validation mask and box AP, the lr and the time: :data:`LOG_COLUMNS`)."""
 
-    best_epoch: int
-    best_metric: float | None
-    epochs_run: int
-    stopped: str
-    best_path: Path | None
-    last_path: Path | None
-    history: list[dict[str, Any]]
-    classes: list[str]
     train_items: list[str]
     val_items: list[str]
-    warnings: list[str] = field(default_factory=list)
-    module: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return result_json(self, train_items=len(self.train_items),
-                           val_items=len(self.val_items))
+        return {**self.common_json(), "train_items": len(self.train_items),
+                "val_items": len(self.val_items), "history": self.history,
+                "warnings": self.warnings}
 
 
 # -- training --------------------------------------------------------------------------------------
-def _build(config: InstanceTrainConfig, dataset: InstanceDataset) -> Any:
+def _build(config: InstanceTrainConfig, dataset: InstanceDataset
+           ) -> tuple[Any, list[str], dict[str, Any] | None]:
+    """The loaded model (new, fine-tuned or resumed), its classes and the training state to
+    resume (None: a new run)."""
     from core.models.loading import load_model
 
     info = model_info(config.model)
     if info.task != "instance":
         raise TrainError(f"{config.model} is a {info.task} model, not an instance model.")
-    if config.weights is None:
+    training = None
+    if config.resume is not None:
+        training = read_resume(config.resume, config.model)
+    source = config.resume if config.resume is not None else config.weights
+    if source is None:
         return load_model(config.model, num_classes=len(dataset.class_names),
-                          **config.model_kwargs), list(dataset.class_names)
-    loaded = load_model(config.model, weights=config.weights, **config.model_kwargs)
+                          **config.model_kwargs), list(dataset.class_names), training
+    loaded = load_model(config.model, weights=source, **config.model_kwargs)
     if len(loaded.classes) != len(dataset.class_names):
         raise TrainError(f"The weights have {len(loaded.classes)} classes (background included) "
                          f"but the data {len(dataset.class_names)}; train from random weights "
                          f"or from a checkpoint with the data's classes.")
-    return loaded, list(dataset.class_names)
+    return loaded, list(dataset.class_names), training
 
 
 def instance_loss(module: nn.Module, images: list[torch.Tensor],
@@ -332,12 +310,14 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
                     report: ReportFn | None = None, cancel: Any = None,
                     on_epoch: Callable[[dict[str, Any]], None] | None = None,
                     ) -> InstanceTrainResult:
-    """Fine-tune ``config.model`` on ``dataset``; see the module docstring."""
-    from core.inference.device import select_device
+    """Fine-tune ``config.model`` on ``dataset`` (or continue the run of ``config.resume``);
+    see the module docstring. ``report(done, total)`` counts batches; ``cancel`` (``is_set()``
+    or a callable) is checked between them; ``on_epoch(row)`` follows each epoch's files."""
+    from core.train.runner import Task, run_epochs
 
     if not dataset.samples:
         raise TrainError("No image with instances to train on.")
-    loaded, classes = _build(config, dataset)
+    loaded, classes, training = _build(config, dataset)
     num_classes = len(classes)
     warnings: list[str] = []
     inputs = [image_tensor(s.image, loaded.in_channels) for s in dataset.samples]
@@ -348,65 +328,28 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
     if not val_idx:
         warnings.append("no validation split (too few images); the best checkpoint is the one "
                         "with the lowest training loss")
-    device = select_device(config.device)
-    module = loaded.module.to(device)
-    optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
-                               config.momentum)
-    rng = np.random.default_rng(config.seed)
-    per_epoch = config.steps_per_epoch or math.ceil(len(train_idx) / config.batch_size)
-    total_steps = per_epoch * config.epochs
-    done = 0
-    stopped = "completed"
-    save = checkpoint_saver(config.model, module, classes, loaded.in_channels, loaded.mean,
-                            loaded.std, dict(loaded.model_kwargs),
-                            {"data": dataset.source, "task": "instance"})
-    epochs = EpochRecorder(config.out, config.last_path, save, on_epoch)
 
-    for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        module.train()
-        sums: dict[str, float] = {}
-        steps = 0
-        order: list[int] = []
-        for _ in range(per_epoch):
-            if is_cancelled(cancel):
-                stopped = "cancelled"
-                break
-            batch, order = next_batch(order, train_idx, config.batch_size, rng)
-            images = [inputs[i].to(device) for i in batch]
-            batch_targets = [{k: v.to(device) for k, v in targets[i].items()} for i in batch]
-            loss, terms = instance_loss(module, images, batch_targets)
-            if not torch.isfinite(loss):
-                raise TrainError(f"The loss is not finite at epoch {epoch} ({terms}); lower "
-                                 f"the learning rate.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for key, value in {"loss": float(loss.detach()), **terms}.items():
-                sums[key] = sums.get(key, 0.0) + value
-            steps += 1
-            done += 1
-            if report is not None:
-                report(done, total_steps)
-        if stopped == "cancelled" and steps == 0:
-            break
+    def loss(module: nn.Module, batch: list[int], rng: np.random.Generator,
+             device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
+        images = [inputs[i].to(device) for i in batch]
+        batch_targets = [{k: v.to(device) for k, v in targets[i].items()} for i in batch]
+        return instance_loss(module, images, batch_targets)
+
+    def validate(module: nn.Module, device: torch.device,
+                 batch_size: int) -> tuple[dict[str, Any], float | None]:
+        if not (val_idx and config.evaluate):
+            return {"mask_ap": None, "box_ap": None}, None
         module.eval()
-        row: dict[str, Any] = {"epoch": epoch,
-                               **{k: round(v / steps, 6) for k, v in sums.items()},
-                               "mask_ap": None, "box_ap": None}
-        if val_idx and config.evaluate:
-            result = evaluate_instance_model(loaded, [dataset.samples[i] for i in val_idx],
-                                             config.score_threshold, config.device)
-            row["mask_ap"], row["box_ap"] = result.mask.ap, result.box.ap
-            metric = -1.0 if row["mask_ap"] is None else row["mask_ap"]
-        else:
-            metric = -row["loss"]
-        epochs.record(row, metric, started)
-        if stopped == "cancelled":
-            break
-    module.to("cpu").eval()
+        result = evaluate_instance_model(loaded, [dataset.samples[i] for i in val_idx],
+                                         config.score_threshold, config.device)
+        mask_ap, box_ap = result.mask.ap, result.box.ap
+        return {"mask_ap": mask_ap, "box_ap": box_ap}, -1.0 if mask_ap is None else mask_ap
+
+    task = Task(loaded.module, classes, loaded.in_channels, list(loaded.mean), list(loaded.std),
+                dict(loaded.model_kwargs), {"data": dataset.source, "task": "instance"},
+                train_idx, loss, validate, LOG_COLUMNS, loss_key="loss", warnings=warnings,
+                training=training)
+    fields = run_epochs(config, task, report, cancel, on_epoch)
     return InstanceTrainResult(
-        **epochs.result_fields(stopped), classes=classes,
-        train_items=[dataset.samples[i].name for i in train_idx],
-        val_items=[dataset.samples[i].name for i in val_idx], warnings=warnings,
-        module=module)
+        **fields, train_items=[dataset.samples[i].name for i in train_idx],
+        val_items=[dataset.samples[i].name for i in val_idx])

@@ -18,36 +18,33 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from core.models.checkpoint import (
-    is_segstudio_checkpoint,
-    safe_torch_load,
-)
 from core.models.registry import model_info
 from core.train.common import (  # noqa: F401  (re-exported)
     LOG_COLUMNS,
     LOSSES,
     OPTIMIZERS,
     SCHEDULES,
+    BaseTrainConfig,
+    BaseTrainResult,
+    MicroBatches,
     ReportFn,
     TrainError,
     as_logits,
-    check_config,
     checkpoint_payload,
     dice_loss,
     epoch_order,
     epochs_since_best,
     is_cancelled,
-    last_checkpoint_path,
     make_loss,
     make_optimizer,
     make_scheduler,
+    read_resume,
     restore_training,
     round6,
     training_state,
@@ -67,24 +64,16 @@ from core.train.metrics import confusion_matrix, scores_from_confusion
 
 
 @dataclass
-class TrainConfig:
-    """How to train.
+class TrainConfig(BaseTrainConfig):
+    """How to train (the fields of :class:`core.train.common.BaseTrainConfig` and these).
 
     Attributes:
         model: Registered semantic model name.
-        out: The best checkpoint's path; the last one is ``<stem>.last.pt`` beside it.
         weights: None (random), a checkpoint / state-dict file or a published weights name to
             fine-tune from (the data's classes must be the model's).
         model_kwargs: Builder options (``base_channels``, ``depth``...).
         in_channels: Input channels of a new model; None: 3 if any image is RGB, else 1.
-        epochs, batch_size, lr, weight_decay, momentum: The usual.
-        optimizer: ``"adamw"`` or ``"sgd"``.
-        schedule: ``"cosine"`` (to 0 over ``epochs``), ``"step"`` (x ``gamma`` every
-            ``step_size`` epochs) or ``"none"``.
         loss: ``"ce"``, ``"dice"`` or ``"ce+dice"``.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"mps"``.
-        amp: Mixed precision (float16 autocast + GradScaler) on CUDA only.
-        accumulate: Steps whose gradients are summed before an optimiser step.
         patience: Stop after this many epochs without a better validation Dice (0: never).
         patch: Side of the square training patches.
         augment: Flips, 90° rotations, rescale 0.75-1.25 and intensity jitter (else plain
@@ -93,101 +82,41 @@ class TrainConfig:
         weighted: Cross-entropy weighted by inverse class frequency.
         steps_per_epoch: Optimiser steps per epoch x accumulate (None: one pass of the
             training split).
-        resume: A last/best checkpoint of this run to continue from its epoch.
-        log: Metrics CSV (rewritten every epoch).
     """
 
-    model: str
-    out: Path
-    weights: str | Path | None = None
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
     in_channels: int | None = None
-    epochs: int = 20
-    batch_size: int = 4
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    optimizer: str = "adamw"
-    schedule: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.1
     loss: str = "ce+dice"
-    device: str = "auto"
-    amp: bool = True
-    accumulate: int = 1
-    patience: int = 0
     patch: int = 256
     augment: bool = True
-    val_fraction: float = 0.2
-    seed: int = 0
     weighted: bool = False
-    steps_per_epoch: int | None = None
-    resume: Path | None = None
-    log: Path | None = None
 
-    def __post_init__(self) -> None:
-        self.out = Path(self.out).expanduser()
-        check_config((self.loss in LOSSES, f"loss must be one of {LOSSES}"),
-                     (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}"),
-                     (self.accumulate >= 1, "accumulate must be >= 1"),
-                     (self.patch >= 16, "the patch must be >= 16 pixels"),
-                     (self.patience >= 0, "patience must be >= 0"),
-                     optimizer=self.optimizer, epochs=self.epochs, batch_size=self.batch_size,
-                     lr=self.lr, val_fraction=self.val_fraction)
-
-    @property
-    def last_path(self) -> Path:
-        return last_checkpoint_path(self.out)
+    def task_checks(self) -> tuple[tuple[bool, str], ...]:
+        return ((self.loss in LOSSES, f"loss must be one of {LOSSES}"),
+                (self.patch >= 16, "the patch must be >= 16 pixels"))
 
 
 @dataclass
-class TrainResult:
-    """What a run did.
+class TrainResult(BaseTrainResult):
+    """What a run did (the fields of :class:`core.train.common.BaseTrainResult` and these;
+    ``best_metric``: the validation mean Dice, or minus the training loss without validation).
 
     Attributes:
-        best_epoch: Epoch (1-based) of the best checkpoint (0 if none was written).
-        best_metric: Its validation mean Dice (or minus the training loss without validation).
-        epochs_run: Epochs finished (including resumed ones).
-        stopped: ``"completed"``, ``"early_stopping"`` or ``"cancelled"``.
-        best_path, last_path, log_path: Files written.
-        history: One dict per epoch (the CSV columns).
         val_scores: Per-class Dice/IoU of the best epoch (JSON of SegmentationScores).
-        classes: Class names of the model.
         train_items, val_items: Sample names of each split.
-        warnings, skipped: For the user.
-        module: The trained module as it ended (the last epoch's weights), on the CPU, in
-            eval mode.
+        skipped: Samples left out of the data, with the reason.
     """
 
-    best_epoch: int
-    best_metric: float | None
-    epochs_run: int
-    stopped: str
-    best_path: Path | None
-    last_path: Path | None
-    log_path: Path | None
-    history: list[dict[str, Any]]
     val_scores: dict[str, Any] | None
-    classes: list[str]
     train_items: list[str]
     val_items: list[str]
-    warnings: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    module: nn.Module | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"best_epoch": self.best_epoch, "best_metric": self.best_metric,
-                "epochs_run": self.epochs_run, "stopped": self.stopped,
-                "best": _text(self.best_path), "last": _text(self.last_path),
-                "log": _text(self.log_path), "classes": self.classes,
+        return {**self.common_json(),
                 "train_items": len(self.train_items), "val_items": len(self.val_items),
                 "validation": self.val_scores, "history": self.history,
                 "warnings": self.warnings,
                 "skipped": [{"name": n, "reason": r} for n, r in self.skipped]}
-
-
-def _text(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -214,17 +143,7 @@ def build_model(config: TrainConfig, dataset: TrainDataset) -> _Model:
     source = config.resume if config.resume is not None else config.weights
     training = None
     if config.resume is not None:
-        raw = safe_torch_load(Path(config.resume))
-        if not is_segstudio_checkpoint(raw):
-            raise TrainError(f"{config.resume} is not a SegStudio checkpoint; --resume needs "
-                             f"a checkpoint written by training.")
-        if raw.get("model") != config.model:
-            raise TrainError(f"{config.resume} is a checkpoint of {raw.get('model')}, not "
-                             f"{config.model}; resume with --model {raw.get('model')}.")
-        training = raw.get("training")
-        if not isinstance(training, dict):
-            raise TrainError(f"{config.resume} holds no training state (a checkpoint not "
-                             f"written by training); fine-tune from it with --weights instead.")
+        training = read_resume(config.resume, config.model)
     if source is None:
         channels = config.in_channels or (
             3 if any(s.image.ndim == 3 and s.image.shape[2] >= 3 for s in dataset.samples)
@@ -353,7 +272,7 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
     result_paths = {"best": config.out if best[1] and config.out.is_file() else None,
                     "last": None}
     stopped, since_best = "completed", epochs_since_best(history, best[1])
-    total_steps = steps * max(0, config.epochs - start)
+    batch_size, accumulate = config.batch_size, config.accumulate  # halved on out of memory
     done = 0
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
@@ -366,29 +285,47 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
             rng = np.random.default_rng([config.seed, epoch, ctx.rank])
             order = distributed.shard_order(train_idx, steps * config.batch_size, epoch,
                                             config.seed, ctx)
+        batches = MicroBatches(len(order), batch_size, accumulate)
         running, count = 0.0, 0
-        for step in range(steps):
+        kept = (running, count)  # at the last optimiser step
+        while batches.more():
             flag = is_cancelled(cancel)
             if flag if ctx is None else ctx.any(flag):
                 stopped = "cancelled"
                 break
-            batch = order[step * config.batch_size:(step + 1) * config.batch_size]
-            x, y = _batch(images, labels, batch, augment, rng)
+            x, y = _batch(images, labels, order[batches.take()], augment, rng)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            stepping = (step + 1) % config.accumulate == 0 or step + 1 == steps
-            with distributed.no_sync(net, not stepping):
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss = loss_fn(as_logits(net(x)), y)
-                scaler.scale(loss / config.accumulate).backward()
-            if stepping:
-                scaler.step(optimizer)
-                scaler.update()
+            stepping = batches.stepping()
+            out_of_memory = False
+            try:
+                with distributed.no_sync(net, not stepping):
+                    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                        loss = loss_fn(as_logits(net(x)), y)
+                    scaler.scale(loss / batches.accumulate).backward()
+                if stepping:
+                    scaler.step(optimizer)
+                    scaler.update()
+                    optimizer.zero_grad(set_to_none=True)
+            except torch.OutOfMemoryError:
+                if ctx is not None:  # the ranks would part ways
+                    raise
+                out_of_memory = True
+            if out_of_memory:  # outside the except block: its frames (and tensors) are freed
+                x = y = loss = None
                 optimizer.zero_grad(set_to_none=True)
+                batches.shrink(device, warnings)
+                batch_size, accumulate = batches.batch_size, batches.accumulate
+                running, count = kept
+                continue
             running += float(loss.detach())
             count += 1
+            if stepping:
+                batches.stepped()
+                kept = (running, count)
             done += 1
             if report is not None:
-                report(done, total_steps)
+                per_epoch = math.ceil(len(order) / batch_size)
+                report(done, done + batches.left() + per_epoch * (config.epochs - epoch - 1))
         if stopped == "cancelled":
             break
         lr = optimizer.param_groups[0]["lr"]
@@ -425,7 +362,7 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
             write_payload(config.last_path, payload)
             result_paths["last"] = config.last_path
         if config.log is not None and main:
-            write_log(Path(config.log), history)
+            write_log(config.log, history)
         if on_epoch is not None and main:
             on_epoch(row)
         if config.patience and since_best >= config.patience:
@@ -442,7 +379,7 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
         epochs_run=len(history), stopped=stopped, best_path=result_paths["best"],
         last_path=result_paths["last"] or (config.last_path if main
                                            and config.last_path.is_file() else None),
-        log_path=Path(config.log) if config.log is not None and history and main else None,
+        log_path=config.log if config.log is not None and history and main else None,
         history=history, val_scores=best[2], classes=list(model.classes),
         train_items=[names[i] for i in train_idx], val_items=[names[i] for i in val_idx],
         warnings=warnings, skipped=list(dataset.skipped), module=module)

@@ -280,6 +280,13 @@ def test_cli_refusals(coins_project: Path, tmp_path: Path,
     assert "--format coco trains instance models" in capsys.readouterr().err
     assert main(["train", "--data", str(coins_project), "--model", "c3d", *out]) != 0
     assert "labelled video segments" in capsys.readouterr().err
-    assert main(["train", "--project", str(coins_project), "--model", MASKRCNN, "--resume",
-                 str(tmp_path / "x.pt"), *out]) != 0
-    assert "--resume applies to semantic models" in capsys.readouterr().err
+    # --resume: a checkpoint of this model written by training only
+    from core.models.loading import load_model, save_checkpoint
+
+    unet = load_model("unet", num_classes=2, in_channels=1, base_channels=8, depth=2)
+    foreign = save_checkpoint(tmp_path / "unet.pt", "unet", unet.module, ["a", "b"], 1, [0.5],
+                              [0.5], {"base_channels": 8, "depth": 2})
+    assert main(["train", "--project", str(coins_project), "--items", "all", "--model",
+                 MASKRCNN, "--resume", str(foreign), *out]) != 0
+    assert (f"checkpoint of unet, not {MASKRCNN}; resume with --model unet"
+            in capsys.readouterr().err)

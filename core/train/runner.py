@@ -1,0 +1,241 @@
+"""The epochs of instance and action training (imports torch; load it lazily).
+
+:func:`run_epochs` trains a :class:`Task` (what differs between the tasks: the model with its
+checkpoint description, a batch's loss, the validation row and metric) with what every run of
+:class:`core.train.common.BaseTrainConfig` gets:
+
+* the optimiser (AdamW or SGD) and the schedule (cosine, step or none; stepped per epoch);
+* mixed precision on CUDA only (float16 autocast and a GradScaler; off on the CPU and MPS);
+* gradient accumulation; a batch that does not fit in memory (``torch.OutOfMemoryError``) is
+  halved with the accumulation doubled (the effective batch stays), with a warning;
+* cancel between batches (the files already written stay valid: they are written atomically);
+* early stopping after ``patience`` epochs without a better validation metric;
+* every epoch the "last" checkpoint and, when the metric improved, the "best" one, in
+  SegStudio's format with the ``"training"`` state (epoch, optimiser, schedule, scaler,
+  history, best), which ``resume`` reads back to continue at the saved epoch;
+* the metrics CSV with the task's columns, rewritten every epoch.
+
+A batch's inputs may be a tensor or a tuple of tensors (two-stream models take
+``module(rgb, flow)``): :func:`to_device` and :func:`forward` handle both.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.train.common import (
+    BaseTrainConfig,
+    MicroBatches,
+    ReportFn,
+    TrainError,
+    epoch_order,
+    epochs_since_best,
+    is_cancelled,
+    make_optimizer,
+    make_payload,
+    make_scheduler,
+    restore_training,
+    round6,
+    training_state,
+    write_log,
+    write_payload,
+)
+
+LossFn = Callable[[nn.Module, list[int], np.random.Generator, torch.device],
+                  tuple[torch.Tensor, dict[str, float]]]
+ValidateFn = Callable[[nn.Module, torch.device, int], tuple[dict[str, Any], float | None]]
+
+
+@dataclass
+class Task:
+    """What a task gives :func:`run_epochs`.
+
+    Attributes:
+        module: The model to train (random, fine-tuned or resumed weights).
+        classes, in_channels, mean, std, model_kwargs: Its checkpoint description.
+        meta: Checkpoint meta besides the epoch and its metrics (``data``, ``task``...).
+        train_items: Indices of the training items (what ``loss`` receives batches of).
+        loss: ``loss(module, indices, rng, device)``: a batch's loss (a scalar tensor) and
+            named terms (floats) averaged into the epoch's row; run under autocast.
+        validate: ``validate(module, device, batch_size)``: the row's validation columns and
+            the metric to maximise (None: no validation, minus the training loss then).
+        columns: The CSV columns (``epoch`` first; ``lr`` and ``seconds`` are filled here).
+        loss_key: The column of the epoch's mean training loss.
+        warnings: For the user; the run adds its own.
+        training: The ``"training"`` state of the checkpoint to resume (None: a new run).
+    """
+
+    module: nn.Module
+    classes: list[str]
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    model_kwargs: dict[str, Any]
+    meta: dict[str, Any]
+    train_items: list[int]
+    loss: LossFn
+    validate: ValidateFn
+    columns: tuple[str, ...]
+    loss_key: str = "train_loss"
+    warnings: list[str] = field(default_factory=list)
+    training: dict[str, Any] | None = None
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    """A tensor, or each tensor of a tuple, on ``device``."""
+    if isinstance(x, tuple | list):
+        return tuple(t.to(device, non_blocking=True) for t in x)
+    return x.to(device, non_blocking=True)
+
+
+def forward(module: nn.Module, x: Any) -> Any:
+    """``module(*x)`` for a tuple of inputs (two-stream models), else ``module(x)``."""
+    return module(*x) if isinstance(x, tuple | list) else module(x)
+
+
+def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = None,
+               cancel: Any = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+               ) -> dict[str, Any]:
+    """Train ``task`` as ``config`` says (see the module docstring).
+
+    Args:
+        report: ``report(done, total)`` in batches over the whole run.
+        cancel: An object with ``is_set()`` (or a callable) checked between batches; when set,
+            the run stops (the epoch under way is dropped) and the files stay as they are.
+        on_epoch: Called with each epoch's row after its checkpoints and log.
+
+    Returns:
+        The :class:`core.train.common.BaseTrainResult` fields (``best_epoch``... ``module``,
+        on the CPU in eval mode).
+    """
+    from core.inference.device import select_device
+
+    device = select_device(config.device)
+    module = task.module.to(device)
+    use_amp = config.amp and device.type == "cuda"
+    optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
+                               config.momentum)
+    scheduler = make_scheduler(config.schedule, optimizer, config.epochs, config.step_size,
+                               config.gamma)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    warnings = list(task.warnings)
+    batch_size, accumulate = config.batch_size, config.accumulate
+    samples = (config.steps_per_epoch or math.ceil(len(task.train_items) / batch_size)
+               ) * batch_size
+    start, history, best = 0, [], (-math.inf, 0, None)
+    if task.training is not None:
+        start, history, best = restore_training(task.training, optimizer, scheduler, scaler)
+    paths = {"best": config.out if best[1] and config.out.is_file() else None,
+             "last": config.last_path if history and config.last_path.is_file() else None}
+    stopped, since_best, done = "completed", epochs_since_best(history, best[1]), 0
+    for epoch in range(start, config.epochs):
+        began = time.perf_counter()
+        rng = np.random.default_rng([config.seed, epoch])
+        order = epoch_order(task.train_items, samples, rng)
+        batches = MicroBatches(samples, batch_size, accumulate)
+        module.train()
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        kept: dict[str, float] = {}  # the sums at the last optimiser step
+        while batches.more():
+            if is_cancelled(cancel):
+                stopped = "cancelled"
+                break
+            out_of_memory = False
+            try:
+                terms = _step(module, task, order[batches.take()], rng, device, use_amp,
+                              scaler, optimizer, batches, epoch + 1)
+            except torch.OutOfMemoryError:
+                out_of_memory = True
+            if out_of_memory:  # outside the except block: its frames (and tensors) are freed
+                optimizer.zero_grad(set_to_none=True)
+                batches.shrink(device, warnings)
+                batch_size, accumulate = batches.batch_size, batches.accumulate
+                sums = dict(kept)
+                continue
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value
+            if batches.in_window == 0:
+                kept = dict(sums)
+            done += 1
+            if report is not None:
+                per_epoch = math.ceil(samples / batch_size)
+                report(done, done + batches.left() + per_epoch * (config.epochs - epoch - 1))
+        if stopped == "cancelled":
+            break
+        lr = optimizer.param_groups[0]["lr"]
+        if scheduler is not None:
+            scheduler.step()
+        count = max(1, round(sums.pop("__batches__", 1.0)))
+        means = {k: round(v / count, 6) for k, v in sums.items()}
+        validation, metric = task.validate(module, device, batch_size)
+        if metric is None:
+            metric = -means[task.loss_key]
+        metric = -math.inf if math.isnan(metric) else metric
+        row = _row(task.columns, {"epoch": epoch + 1, **means, **validation, "lr": lr,
+                                  "seconds": round(time.perf_counter() - began, 3)})
+        history.append(row)
+        improved = metric > best[0] or best[1] == 0
+        if improved:
+            best, since_best = (metric, epoch + 1, None), 0
+        else:
+            since_best += 1
+        state = training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
+        payload = make_payload(config.model, module, task.classes, task.in_channels, task.mean,
+                               task.std, task.model_kwargs,
+                               {**task.meta, "epoch": epoch + 1, "metrics": row}, state)
+        if improved:
+            write_payload(config.out, payload)
+            paths["best"] = config.out
+        write_payload(config.last_path, payload)
+        paths["last"] = config.last_path
+        if config.log is not None:
+            write_log(config.log, history, task.columns)
+        if on_epoch is not None:
+            on_epoch(row)
+        if config.patience and since_best >= config.patience:
+            stopped = "early_stopping"
+            break
+    module.to("cpu").eval()
+    return {"best_epoch": best[1], "best_metric": None if best[1] == 0 else round6(best[0]),
+            "epochs_run": len(history), "stopped": stopped, "best_path": paths["best"],
+            "last_path": paths["last"],
+            "log_path": config.log if config.log is not None and history else None,
+            "history": history, "classes": list(task.classes), "warnings": warnings,
+            "module": module}
+
+
+def _step(module: nn.Module, task: Task, indices: list[int], rng: np.random.Generator,
+          device: torch.device, use_amp: bool, scaler: torch.amp.GradScaler,
+          optimizer: torch.optim.Optimizer, batches: MicroBatches,
+          epoch: int) -> dict[str, float]:
+    """One batch: forward under autocast, backward (scaled, / accumulate), and the optimiser
+    step when the accumulation window ends. Returns the loss and its terms."""
+    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+        loss, terms = task.loss(module, indices, rng, device)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainError(f"The loss is not finite at epoch {epoch} ({terms}); lower the "
+                         f"learning rate.")
+    scaler.scale(loss / batches.accumulate).backward()
+    if batches.stepping():
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        batches.stepped()
+    return {task.loss_key: value, **terms, "__batches__": 1.0}
+
+
+def _row(columns: tuple[str, ...], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` in the order of ``columns`` (missing ones None), then any others."""
+    row = {key: values.get(key) for key in columns}
+    row.update({k: v for k, v in values.items() if k not in row})
+    return row
