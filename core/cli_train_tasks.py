@@ -31,6 +31,13 @@ def add_task_arguments(train: argparse.ArgumentParser) -> None:
                             "from the model's frame rate)")
     train.add_argument("--no-eval", action="store_true",
                        help="instance models: skip the validation mask AP")
+    train.add_argument("--warmup", type=int, metavar="STEPS",
+                       help="instance / action models: raise the learning rate linearly over "
+                            "the first STEPS optimiser steps of the first epoch (instance "
+                            "default 100, action 0)")
+    train.add_argument("--clip-grad", type=float, metavar="NORM",
+                       help="instance / action models: clip the gradients' norm (instance "
+                            "default 10; 0: no clipping)")
 
 
 def model_task(name: str) -> str | None:
@@ -74,7 +81,9 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
             "val_fraction": args.val_fraction, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch,
             "resume": Path(args.resume) if args.resume else None,
-            "log": Path(args.log) if args.log else None}
+            "log": Path(args.log) if args.log else None,
+            **({} if args.warmup is None else {"warmup": args.warmup}),
+            **({} if args.clip_grad is None else {"clip_grad": args.clip_grad or None})}
 
 
 def _progress(base: Any, title: str, columns: tuple[str, ...]) -> tuple[Any, Any]:

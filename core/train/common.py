@@ -85,6 +85,10 @@ class BaseTrainConfig:
         resume: A last / best checkpoint written by training this model: continue from its
             epoch with its optimiser, schedule and history.
         log: Metrics CSV (rewritten every epoch).
+        warmup: Optimiser steps at the start of a new run over which the learning rate rises
+            linearly from ``lr / 1000`` to ``lr`` (0: none; instance and action runs only).
+        clip_grad: Clip the gradients' global L2 norm to this before each optimiser step
+            (None: no clipping; instance and action runs only).
     """
 
     model: str
@@ -109,6 +113,8 @@ class BaseTrainConfig:
     steps_per_epoch: int | None = None
     resume: Path | None = None
     log: Path | None = None
+    warmup: int = 0
+    clip_grad: float | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out).expanduser()
@@ -122,6 +128,8 @@ class BaseTrainConfig:
             (self.gamma > 0, "the schedule's gamma must be > 0"),
             (self.steps_per_epoch is None or self.steps_per_epoch >= 1,
              "steps per epoch must be >= 1"),
+            (self.warmup >= 0, "warm-up steps must be >= 0"),
+            (self.clip_grad is None or self.clip_grad > 0, "the gradient clip must be > 0"),
             *self.task_checks(), optimizer=self.optimizer, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, val_fraction=self.val_fraction)
 

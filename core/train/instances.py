@@ -237,6 +237,8 @@ class InstanceTrainConfig(BaseTrainConfig):
     batch_size: int = 2
     lr: float = 0.005
     optimizer: str = "sgd"
+    warmup: int = 100  # as torchvision's detection recipes; from random weights it must
+    clip_grad: float | None = 10.0  # rise slowly and stay bounded, or the losses diverge
     evaluate: bool = True
     score_threshold: float = 0.05
 

@@ -6,6 +6,8 @@ checkpoint description, a batch's loss, the validation row and metric) with what
 
 * the optimiser (AdamW or SGD) and the schedule (cosine, step or none; stepped per epoch);
 * mixed precision on CUDA only (float16 autocast and a GradScaler; off on the CPU and MPS);
+* a linear learning-rate warm-up over the first ``warmup`` optimiser steps of a new run and
+  clipping of the gradients' norm (``clip_grad``), which Mask R-CNN from random weights needs;
 * gradient accumulation; a batch that does not fit in memory (``torch.OutOfMemoryError``) is
   halved with the accumulation doubled (the effective batch stays), with a warning;
 * cancel between batches (the files already written stay valid: they are written atomically);
@@ -133,6 +135,7 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
     start, history, best = 0, [], (-math.inf, 0, None)
     if task.training is not None:
         start, history, best = restore_training(task.training, optimizer, scheduler, scaler)
+    warmup = _WarmUp(optimizer, config.warmup if start == 0 else 0)
     paths = {"best": config.out if best[1] and config.out.is_file() else None,
              "last": config.last_path if history and config.last_path.is_file() else None}
     stopped, since_best, done = "completed", epochs_since_best(history, best[1]), 0
@@ -152,7 +155,7 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
             out_of_memory = False
             try:
                 terms = _step(module, task, order[batches.take()], rng, device, use_amp,
-                              scaler, optimizer, batches, epoch + 1)
+                              scaler, optimizer, batches, epoch + 1, config.clip_grad, warmup)
             except torch.OutOfMemoryError:
                 out_of_memory = True
             if out_of_memory:  # outside the except block: its frames (and tensors) are freed
@@ -172,6 +175,7 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
         if stopped == "cancelled":
             break
         lr = optimizer.param_groups[0]["lr"]
+        warmup.finish()  # the schedule goes on from the base rate
         if scheduler is not None:
             scheduler.step()
         count = max(1, round(sums.pop("__batches__", 1.0)))
@@ -213,12 +217,38 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
             "module": module}
 
 
+class _WarmUp:
+    """Scales the learning rates linearly from 1/1000 to 1 over the first ``steps`` optimiser
+    steps (the base rates are kept and put back exactly, so the epoch schedule is unchanged)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, steps: int) -> None:
+        self.optimizer, self.steps, self.done = optimizer, steps, 0
+        self.base = [group["lr"] for group in optimizer.param_groups]
+
+    def before_step(self) -> None:
+        if self.done < self.steps:
+            factor = 0.001 + 0.999 * self.done / self.steps
+            for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
+                group["lr"] = base * factor
+            self.done += 1
+        elif self.done == self.steps:
+            self.finish()
+
+    def finish(self) -> None:
+        if 0 < self.steps and self.done <= self.steps:
+            for group, base in zip(self.optimizer.param_groups, self.base, strict=True):
+                group["lr"] = base
+            self.done = self.steps + 1
+
+
 def _step(module: nn.Module, task: Task, indices: list[int], rng: np.random.Generator,
           device: torch.device, use_amp: bool, scaler: torch.amp.GradScaler,
           optimizer: torch.optim.Optimizer, batches: MicroBatches,
-          epoch: int) -> dict[str, float]:
+          epoch: int, clip_grad: float | None = None, warmup: _WarmUp | None = None,
+          ) -> dict[str, float]:
     """One batch: forward under autocast, backward (scaled, / accumulate), and the optimiser
-    step when the accumulation window ends. Returns the loss and its terms."""
+    step when the accumulation window ends (warm-up rate, clipped gradients). Returns the
+    loss and its terms."""
     with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
         loss, terms = task.loss(module, indices, rng, device)
     value = float(loss.detach())
@@ -227,6 +257,12 @@ def _step(module: nn.Module, task: Task, indices: list[int], rng: np.random.Gene
                          f"learning rate.")
     scaler.scale(loss / batches.accumulate).backward()
     if batches.stepping():
+        if clip_grad is not None:
+            scaler.unscale_(optimizer)
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        if warmup is not None:
+            warmup.before_step()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
