@@ -1,6 +1,6 @@
 """The dataset commands of ``segstudio-cli``: ``export`` (a project as a dataset), ``import``
 (a dataset's masks, a label volume or action segments into a project) and ``evaluate`` (COCO AP
-of kept predictions, or with --model the Dice/IoU of a model).
+of kept predictions, or with --model the scores of a model: :mod:`core.cli_evaluate`).
 
 Kept apart from :mod:`core.cli` so that file stays about files and projects; the shared output
 helpers are used from there (imported inside the functions: core.cli imports this module).
@@ -62,22 +62,19 @@ def add_data_parsers(commands: argparse._SubParsersAction) -> None:
                           "(default: a bad entry imports nothing)")
     imp.set_defaults(handler=cmd_import)
 
+    from core.cli_evaluate import add_model_arguments
+
     evaluate = commands.add_parser("evaluate", help="COCO mask and box AP of the kept model "
                                                     "predictions against the corrected instances; "
-                                                    "with --model: per-class Dice/IoU of a model")
+                                                    "with --model: the scores of a model (by its "
+                                                    "task)")
     evaluate.add_argument("project", metavar="PROJECT", nargs="?")
     evaluate.add_argument("--items", choices=("all", "done"), default="all",
-                          help="all: every item with kept predictions (default); done: those "
-                               "marked done")
+                          help="all: every item with kept predictions (with --model: with "
+                               "labels) (default); done: those marked done")
     evaluate.add_argument("--json", action="store_true", help="one JSON object instead of a "
                                                                "table")
-    evaluate.add_argument("--model", metavar="NAME", help="score this semantic model (with "
-                                                          "--weights) instead")
-    evaluate.add_argument("--weights", metavar="FILE|NAME", help="with --model: its weights")
-    evaluate.add_argument("--data", metavar="DIR", help="with --model: an exported dataset")
-    evaluate.add_argument("--format", choices=("voc", "index"), default="voc",
-                          help="with --data: the dataset's format (default voc)")
-    evaluate.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto")
+    add_model_arguments(evaluate)  # --model, --weights, --data, --format, task options
     evaluate.set_defaults(handler=cmd_evaluate)
 
 
@@ -209,7 +206,7 @@ def _import_label_volume(args: argparse.Namespace) -> int:
 # -- evaluate --------------------------------------------------------------------------------------
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """COCO AP of each item's kept model predictions against its current instance map; with
-    --model, per-class Dice/IoU of that model on --data (or the project)."""
+    --model, the scores of that model on --data (or the project): core.cli_evaluate."""
     from core import cli as base
 
     if args.model is not None:
@@ -218,7 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise base.CliError("--weights and --data need --model NAME (the model to score).")
     if args.project is None:
         raise base.CliError("evaluate needs a PROJECT (instance AP of its kept predictions) or "
-                       "--model NAME --weights FILE --data DIR (Dice/IoU of a model).")
+                       "--model NAME --weights FILE --data DIR (the scores of a model).")
     from core.metrics import evaluate_instances
 
     gt: dict[str, Any] = {}

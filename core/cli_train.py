@@ -1,6 +1,7 @@
-"""The training commands of ``segstudio-cli``: ``train`` (a semantic model on a project's
-corrected labels or an exported dataset) and the model form of ``evaluate`` (per-class
-Dice/IoU of a model on a dataset).
+"""The training command of ``segstudio-cli``: ``train`` (a semantic model on a project's
+corrected labels or an exported dataset; instance and action models in
+:mod:`core.cli_train_tasks`). The model form of ``evaluate`` is :mod:`core.cli_evaluate`'s
+(:func:`cmd_evaluate_model` is imported from here too).
 
 Kept apart from :mod:`core.cli`; the shared output helpers are used from there (imported inside
 the functions: core.cli imports this module). Torch loads only when a command runs.
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.cli_evaluate import cmd_evaluate_model  # noqa: F401  (core.cli_data imports it)
 from core.cli_models import DEVICES
 
 DATA_FORMATS = ("voc", "index", "nifti")  # core.train.data.DATA_FORMATS
@@ -156,51 +158,3 @@ def _launch(args: argparse.Namespace, base: Any) -> int:
         raise base.CliError(error or f"a training process failed (exit code {code}).")
     sys.stdout.write(stdout)
     return 0
-
-
-def cmd_evaluate_model(args: argparse.Namespace) -> int:
-    """Per-class Dice/IoU of ``--model --weights`` on the dataset ``--data`` (or a project)."""
-    from core import cli as base
-    from core.models.loading import load_model
-    from core.train.loop import evaluate_model
-
-    if not args.weights:
-        raise base.CliError("evaluate --model needs --weights FILE|NAME (the model to score).")
-    if args.data is None and args.project is None:
-        raise base.CliError("evaluate --model needs --data DIR (or a PROJECT) to score on.")
-    if args.data is not None:
-        dataset = load_training_data(
-            argparse.Namespace(project=None, data=args.data, format=args.format), base)
-    else:
-        dataset = load_training_data(
-            argparse.Namespace(project=args.project, items=args.items), base)
-    for name, reason in dataset.skipped:
-        print(f"warning: skipped {name}: {reason}", file=sys.stderr)
-    loaded = load_model(args.model, weights=args.weights)
-    bar = base._ProgressBar(f"evaluate {args.model}")
-    try:
-        scores = evaluate_model(loaded, dataset, device=args.device, report=bar)
-    finally:
-        bar.close()
-    data = {"model": args.model, "weights": loaded.label, "samples": len(dataset),
-            **scores.to_json(),
-            "skipped": [{"name": n, "reason": r} for n, r in dataset.skipped]}
-    if args.json:
-        base._print_json(data)
-    else:
-        _print_scores(data)
-    return 0
-
-
-def _print_scores(data: dict[str, Any]) -> None:
-    def fmt(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    rows = [(row["class"], fmt(row["dice"]), fmt(row["iou"]), str(row["pixels"]))
-            for row in data["per_class"]]
-    rows.append(("(mean)", fmt(data["mean_dice"]), fmt(data["mean_iou"]), ""))
-    header = ("class", "Dice", "IoU", "pixels")
-    widths = [max(len(header[c]), *(len(r[c]) for r in rows)) for c in range(4)]
-    for row in (header, *rows):
-        print("  ".join([row[0].ljust(widths[0])]
-                        + [v.rjust(w) for v, w in zip(row[1:], widths[1:], strict=True)]))
