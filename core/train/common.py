@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -223,6 +224,17 @@ def make_scheduler(schedule: str, optimizer: torch.optim.Optimizer, epochs: int,
     if schedule == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=step_size, gamma=gamma)
     return None
+
+
+def step_schedule(scheduler: Any) -> None:
+    """``scheduler.step()`` at the end of an epoch. Under AMP the GradScaler skips the
+    optimiser steps whose gradients overflowed (the first ones, while it finds its scale), and
+    torch then warns that the schedule stepped "before optimizer.step()": expected, not shown."""
+    if scheduler is None:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)`")
+        scheduler.step()
 
 
 # -- losses --------------------------------------------------------------------------------------

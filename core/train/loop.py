@@ -25,11 +25,8 @@ import torch
 from torch import nn
 
 from core.models.registry import model_info
-from core.train.common import (  # noqa: F401  (re-exported)
-    LOG_COLUMNS,
+from core.train.common import (
     LOSSES,
-    OPTIMIZERS,
-    SCHEDULES,
     BaseTrainConfig,
     BaseTrainResult,
     MicroBatches,
@@ -37,7 +34,6 @@ from core.train.common import (  # noqa: F401  (re-exported)
     TrainError,
     as_logits,
     checkpoint_payload,
-    dice_loss,
     epoch_order,
     epochs_since_best,
     is_cancelled,
@@ -47,6 +43,7 @@ from core.train.common import (  # noqa: F401  (re-exported)
     read_resume,
     restore_training,
     round6,
+    step_schedule,
     training_state,
     validate,
     write_log,
@@ -329,8 +326,7 @@ def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, 
         if stopped == "cancelled":
             break
         lr = optimizer.param_groups[0]["lr"]
-        if scheduler is not None:
-            scheduler.step()
+        step_schedule(scheduler)
         if ctx is not None:  # the mean over the ranks; the same buffers on every rank
             running, count = (float(v) for v in ctx.sum([running, count]))
             ctx.sync_buffers(module)

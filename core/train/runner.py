@@ -46,6 +46,7 @@ from core.train.common import (
     make_scheduler,
     restore_training,
     round6,
+    step_schedule,
     training_state,
     write_log,
     write_payload,
@@ -176,8 +177,7 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
             break
         lr = optimizer.param_groups[0]["lr"]
         warmup.finish()  # the schedule goes on from the base rate
-        if scheduler is not None:
-            scheduler.step()
+        step_schedule(scheduler)
         count = max(1, round(sums.pop("__batches__", 1.0)))
         means = {k: round(v / count, 6) for k, v in sums.items()}
         validation, metric = task.validate(module, device, batch_size)
