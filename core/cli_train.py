@@ -46,10 +46,12 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                             "(default: random weights for the data's classes)")
     train.add_argument("--base-channels", type=int, metavar="N",
                        help="U-Net variants: width of the first level (smaller: faster)")
-    train.add_argument("--epochs", type=int, default=20, metavar="N")
-    train.add_argument("--batch-size", type=int, default=4, metavar="B")
-    train.add_argument("--lr", type=float, default=1e-3, metavar="LR")
-    train.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw")
+    defaults = ("(default: the model's task's; semantic {}, instance {}, action {})").format
+    train.add_argument("--epochs", type=int, metavar="N", help=defaults(20, 10, 10))
+    train.add_argument("--batch-size", type=int, metavar="B", help=defaults(4, 2, 4))
+    train.add_argument("--lr", type=float, metavar="LR", help=defaults("1e-3", "0.005", "1e-4"))
+    train.add_argument("--optimizer", choices=("adamw", "sgd"),
+                       help=defaults("adamw", "sgd", "adamw"))
     train.add_argument("--schedule", choices=("cosine", "step", "none"), default="cosine")
     train.add_argument("--device", choices=DEVICES, default="auto")
     train.add_argument("--patch", type=int, default=256, metavar="N",
@@ -59,7 +61,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--accumulate", type=int, default=1, metavar="N",
                        help="gradient accumulation steps")
     train.add_argument("--patience", type=int, default=0, metavar="N",
-                       help="stop after N epochs without a better validation Dice (0: never)")
+                       help="stop after N epochs without a better validation metric (Dice, "
+                            "mask AP, top-1; 0: never)")
     train.add_argument("--steps-per-epoch", type=int, metavar="N",
                        help="training steps per epoch (default: one pass over the train split)")
     train.add_argument("--class-weights", action="store_true",
@@ -77,6 +80,12 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                             "torchrun; --batch-size is per process)")
     add_task_arguments(train)  # instance / action models (core.cli_train_tasks)
     train.set_defaults(handler=cmd_train)
+
+
+def given_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--epochs, --batch-size, --lr and --optimizer where given (else the task's defaults)."""
+    return {key: getattr(args, key) for key in ("epochs", "batch_size", "lr", "optimizer")
+            if getattr(args, key) is not None}
 
 
 def load_training_data(args: argparse.Namespace, base: Any) -> Any:
@@ -111,8 +120,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         config = TrainConfig(
             model=args.model, out=Path(args.out), weights=args.weights, model_kwargs=kwargs,
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            optimizer=args.optimizer, schedule=args.schedule, loss=args.loss,
+            **given_options(args), schedule=args.schedule, loss=args.loss,
             device=args.device, accumulate=args.accumulate, patience=args.patience,
             patch=args.patch, augment=not args.no_augment, val_fraction=args.val_fraction,
             seed=args.seed, weighted=args.class_weights, steps_per_epoch=args.steps_per_epoch,

@@ -59,7 +59,7 @@ def train_by_task(args: argparse.Namespace) -> int | None:
     if task not in TASKS:
         if getattr(args, "format", None) == "coco" and getattr(args, "data", None):
             raise base.CliError("--format coco trains instance models (e.g. "
-                                "maskrcnn_resnet50_fpn); semantic models read voc or index.")
+                                "maskrcnn_resnet50_fpn); semantic models read voc, index or nifti.")
         return None
     if getattr(args, "nproc", 1) not in (None, 1):
         raise base.CliError(f"--nproc applies to semantic models; {args.model} trains in one "
@@ -74,9 +74,10 @@ def train_by_task(args: argparse.Namespace) -> int | None:
 
 def _run_options(args: argparse.Namespace) -> dict[str, Any]:
     """The config options every task reads from the command line."""
+    from core.cli_train import given_options
+
     return {"model": args.model, "out": Path(args.out), "weights": args.weights,
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-            "optimizer": args.optimizer, "schedule": args.schedule, "device": args.device,
+            **given_options(args), "schedule": args.schedule, "device": args.device,
             "accumulate": args.accumulate, "patience": args.patience,
             "val_fraction": args.val_fraction, "seed": args.seed,
             "steps_per_epoch": args.steps_per_epoch,

@@ -250,6 +250,15 @@ def test_cli_resumes_an_instance_model(coins_project: Path, tmp_path: Path,  # n
     (tmp_path / "x.pt").write_text("not a checkpoint")
     assert main([*common, "--epochs", "2", "--resume", str(tmp_path / "x.pt")]) != 0
     assert "x.pt" in capsys.readouterr().err
+    # without --lr / --optimizer / --batch-size: the instance task's defaults (SGD at 0.005)
+    assert main(["train", "--project", str(coins_project), "--items", "all", "--model",
+                 MASKRCNN, "--max-side", "64", "--min-size", "64", "--steps-per-epoch", "1",
+                 "--epochs", "1", "--device", "cpu", "--val-fraction", "0",
+                 "--out", str(tmp_path / "d.pt")]) == 0
+    capsys.readouterr()
+    group = torch.load(tmp_path / "d.last.pt", weights_only=True)["training"]["optimizer"][
+        "param_groups"][0]
+    assert group["initial_lr"] == pytest.approx(0.005) and "nesterov" in group  # SGD
 
 
 # -- actions ---------------------------------------------------------------------------------------
@@ -394,5 +403,5 @@ def test_cli_trains_an_action_model_on_an_exported_folder(video_project: Path,  
     summary = json.loads(capsys.readouterr().out)
     assert summary["classes"] == LABELS and summary["train_clips"] == 7
     assert summary["epochs_run"] == 2 and summary["log"] == str(tmp_path / "a.csv")
-    header, rows = _rows(tmp_path / "a.csv")
-    assert header == ACTION_HEADER and [float(r["lr"]) for r in rows] == [1e-3, 1e-3]
+    header, rows = _rows(tmp_path / "a.csv")  # schedule none; lr: the action default
+    assert header == ACTION_HEADER and [float(r["lr"]) for r in rows] == [1e-4, 1e-4]
