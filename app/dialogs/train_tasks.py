@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.models import list_models, model_info
+from core.models import list_models
 from core.project.store import Project
 
 
@@ -64,12 +64,9 @@ OPTIMIZERS = ("adamw", "sgd")
 
 
 def trainable_models(task: str) -> list[str]:
-    """The registered models of ``task`` the loops train (two-stream action models need optical
-    flow: not trained here)."""
-    names = list_models(task)
-    if task == "action":
-        names = [n for n in names if model_info(n).clip.input != "two_stream"]
-    return names
+    """The registered models of ``task`` (every one trains, two-stream models on the optical
+    flow the training data computes)."""
+    return list_models(task)
 
 
 # -- what there is to train on --------------------------------------------------------------------

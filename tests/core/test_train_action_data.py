@@ -274,3 +274,21 @@ def test_one_two_stream_training_step(bikes_project: Path) -> None:
                if not torch.equal(before[name], p.detach())}
     assert {"spatial.0.conv1.weight", "spatial.2.weight", "temporal.0.conv1.weight",
             "temporal.2.weight"} <= changed
+
+
+def test_train_actions_runs_a_two_stream_model(bikes_project: Path, tmp_path: Path) -> None:
+    """The training loop feeds two-stream batches ``module(rgb, flow)``: a run trains, scores
+    the validation clips and writes a checkpoint that loads with its flow settings."""
+    from core.models.loading import load_model
+    from core.train.actions import ActionTrainConfig, train_actions
+
+    dataset = action_dataset_from_project(bikes_project, two_stream_spec(), stride=2)
+    config = ActionTrainConfig("two_stream_resnet18", out=tmp_path / "ts.pt",
+                               model_kwargs={"flow_frames": 2}, epochs=1, steps_per_epoch=1,
+                               batch_size=2, device="cpu", val_fraction=0.5)
+    result = train_actions(config, dataset)
+    row = result.history[0]
+    assert result.epochs_run == 1 and np.isfinite(row["train_loss"])
+    assert row["top1"] is not None and 0.0 <= row["top1"] <= row["top5"] <= 1.0
+    loaded = load_model("two_stream_resnet18", weights=result.best_path)
+    assert loaded.model_kwargs["flow_frames"] == 2 and list(loaded.classes) == LABELS

@@ -162,7 +162,7 @@ def test_each_task_shows_its_options_and_defaults(qtbot, window, tmp_path):
 
     dialog.task.setCurrentIndex(dialog.task.findData("action"))
     names = [dialog.model.itemData(i) for i in range(dialog.model.count())]
-    assert "c3d" in names and "two_stream_resnet18" not in names  # needs optical flow
+    assert "c3d" in names and "two_stream_resnet18" in names
     assert shown(dialog.frames) and shown(dialog.stride) and not shown(dialog.items)
     assert not shown(dialog.max_side)
     assert (dialog.lr.value(), dialog.batch.value(), dialog.optimizer.currentText()) == (
