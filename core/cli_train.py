@@ -68,7 +68,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--class-weights", action="store_true",
                        help="weight the cross-entropy by inverse class frequency")
     train.add_argument("--no-augment", action="store_true",
-                       help="plain random crops (no flips, rotations, rescale, jitter)")
+                       help="no augmentation (semantic: plain random crops, no flips, "
+                            "rotations, rescale, jitter; instance and action: no flips)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--resume", metavar="FILE", help="continue a run from its checkpoint")
     train.add_argument("--out", required=True, metavar="CHECKPOINT.pt",

@@ -131,7 +131,7 @@ def _instances(args: argparse.Namespace, base: Any) -> int:
         kwargs = {"min_size": args.min_size, "max_size": max(args.min_size, 1333 *
                                                              args.min_size // 800)}
     config = InstanceTrainConfig(**_run_options(args), model_kwargs=kwargs,
-                                 evaluate=not args.no_eval)
+                                 evaluate=not args.no_eval, augment=not args.no_augment)
     bar, epoch_line = _progress(base, f"train {args.model}",
                                 ("loss", "loss_mask", "mask_ap", "box_ap"))
     try:

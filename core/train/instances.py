@@ -207,6 +207,16 @@ def instance_targets(instance_map: np.ndarray, table: Mapping[int, Instance],
     }
 
 
+def hflip(image: torch.Tensor, target: dict[str, torch.Tensor]
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """An image (C, H, W) and its detection target mirrored left-right together (box edges:
+    x0, x1 -> W - x1, W - x0)."""
+    width = image.shape[-1]
+    boxes = target["boxes"].clone()
+    boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
+    return image.flip(-1), {**target, "boxes": boxes, "masks": target["masks"].flip(-1)}
+
+
 def image_tensor(image: np.ndarray, in_channels: int = 3) -> torch.Tensor:
     """(C, H, W) float in [0, 1], as the detection models take it (they normalise inside)."""
     from core.inference.preprocess import prepare_input
@@ -231,6 +241,8 @@ class InstanceTrainConfig(BaseTrainConfig):
         steps_per_epoch: Batches per epoch (None: one pass over the training split).
         evaluate: Score the validation split with COCO mask AP every epoch.
         score_threshold: Detections kept for the AP.
+        augment: Flip each training image left-right at random, its masks and boxes with it
+            (torchvision's detection recipe; no vertical flip: most scenes have an up).
     """
 
     epochs: int = 10
@@ -241,6 +253,7 @@ class InstanceTrainConfig(BaseTrainConfig):
     clip_grad: float | None = 10.0  # rise slowly and stay bounded, or the losses diverge
     evaluate: bool = True
     score_threshold: float = 0.05
+    augment: bool = True
 
     def task_checks(self) -> tuple[tuple[bool, str], ...]:
         return ((0 <= self.score_threshold <= 1, "the score threshold must be in [0, 1]"),)
@@ -333,8 +346,11 @@ def train_instances(config: InstanceTrainConfig, dataset: InstanceDataset,
 
     def loss(module: nn.Module, batch: list[int], rng: np.random.Generator,
              device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:
-        images = [inputs[i].to(device) for i in batch]
-        batch_targets = [{k: v.to(device) for k, v in targets[i].items()} for i in batch]
+        pairs = [(inputs[i], targets[i]) for i in batch]
+        if config.augment:
+            pairs = [hflip(*pair) if rng.random() < 0.5 else pair for pair in pairs]
+        images = [image.to(device) for image, _ in pairs]
+        batch_targets = [{k: v.to(device) for k, v in target.items()} for _, target in pairs]
         return instance_loss(module, images, batch_targets)
 
     def validate(module: nn.Module, device: torch.device,

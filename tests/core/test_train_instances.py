@@ -37,6 +37,30 @@ def coins_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # -- Mask R-CNN ------------------------------------------------------------------------------------
+def test_flip_augmentation_mirrors_image_masks_and_boxes_together(coins_project: Path) -> None:
+    """The flipped pair equals the targets computed from the mirrored image and instance map
+    (the boxes' pixel edges x0..x1 become W - x1..W - x0)."""
+    from core.train.instances import (
+        hflip,
+        image_tensor,
+        instance_dataset_from_project,
+        instance_targets,
+    )
+
+    sample = instance_dataset_from_project(coins_project, max_side=128).samples[0]
+    image, target = hflip(image_tensor(sample.image),
+                          instance_targets(sample.instance_map, sample.table, 6))
+    mirrored = instance_targets(sample.instance_map[:, ::-1].copy(), sample.table, 6)
+    def by_box(boxes: torch.Tensor) -> list[int]:
+        return [int(i) for i in np.lexsort(boxes.numpy().T[::-1])]  # x0, then y0, x1, y1
+
+    order, mine = by_box(mirrored["boxes"]), by_box(target["boxes"])
+    assert torch.equal(image, image_tensor(sample.image[:, ::-1].copy()))
+    assert torch.equal(target["boxes"][mine], mirrored["boxes"][order])
+    assert torch.equal(target["masks"][mine], mirrored["masks"][order])
+    assert torch.equal(target["labels"][mine], mirrored["labels"][order])
+
+
 def test_targets_are_what_torchvision_expects(coins_project: Path) -> None:
     from core.train.instances import instance_dataset_from_project, instance_targets
 
