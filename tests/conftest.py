@@ -103,3 +103,16 @@ def fail_on_leaked_windows(request: pytest.FixtureRequest) -> Iterator[None]:
         "top-level windows left open (register them with qtbot.add_widget): "
         + ", ".join(descriptions)
     )
+
+
+@pytest.fixture
+def two_torch_threads() -> Iterator[None]:
+    """Torch on two threads (this machine's cores) for the test, then as it was: training tests
+    on more threads than cores only wait for each other. Use with
+    ``pytestmark = pytest.mark.usefixtures("two_torch_threads")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)

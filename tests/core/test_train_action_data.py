@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F  # noqa: N812
+from sample_clips import labelled_video_project
 
 from core.annotation.segments import Segment
 from core.export import export_project
@@ -40,24 +41,13 @@ SEGMENTS = [Segment(0, 20, "ride"), Segment(30, 34, "turn"), Segment(40, 70, "wa
 FPS = 25.0
 
 
-@pytest.fixture(autouse=True)
-def _two_threads() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")
 def bikes_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("bikes")
-    video = folder / "videos" / "bikes.mp4"
-    video.parent.mkdir()
-    shutil.copyfile(BIKES, video)
-    with Project.create(folder / "project") as project:
-        item = project.add_video(video)
-        project.set_action_labels(LABELS)
-        project.save_segments(item.id, SEGMENTS)
+    labelled_video_project(folder, LABELS, SEGMENTS)
     return folder / "project"
 
 

