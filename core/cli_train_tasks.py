@@ -4,12 +4,14 @@ and action models (clip classifiers, :mod:`core.train.actions`).
 :func:`core.cli_train.cmd_train` hands the command here when the registry's task of ``--model``
 is ``"instance"`` or ``"action"`` (:func:`train_by_task`); semantic models stay there. The
 run options they share with semantic training (``--schedule``, ``--patience``, ``--accumulate``,
-``--log``, ``--resume``) pass through. Torch loads only when a command runs.
+``--log``, ``--resume``, ``--nproc``: DistributedDataParallel, rank 0 reports) pass through.
+Torch loads only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,9 +63,10 @@ def train_by_task(args: argparse.Namespace) -> int | None:
             raise base.CliError("--format coco trains instance models (e.g. "
                                 "maskrcnn_resnet50_fpn); semantic models read voc, index or nifti.")
         return None
-    if getattr(args, "nproc", 1) not in (None, 1):
-        raise base.CliError(f"--nproc applies to semantic models; {args.model} trains in one "
-                            "process.")
+    if getattr(args, "nproc", 1) not in (None, 1):  # the same command in N processes
+        from core.cli_train import _launch
+
+        return _launch(args, base)
     from core.train.loop import TrainError
 
     try:
@@ -87,7 +90,15 @@ def _run_options(args: argparse.Namespace) -> dict[str, Any]:
             **({} if args.clip_grad is None else {"clip_grad": args.clip_grad or None})}
 
 
+def _quiet() -> bool:
+    """Whether this process is a torchrun rank other than 0 (rank 0 reports)."""
+    return os.environ.get("WORLD_SIZE", "1") != "1" and os.environ.get("RANK", "0") != "0"
+
+
 def _progress(base: Any, title: str, columns: tuple[str, ...]) -> tuple[Any, Any]:
+    """The progress bar and the epoch line (None for both on a quiet rank)."""
+    if _quiet():
+        return None, None
     bar = base._ProgressBar(title)
 
     def epoch_line(row: dict[str, Any]) -> None:
@@ -101,6 +112,8 @@ def _progress(base: Any, title: str, columns: tuple[str, ...]) -> tuple[Any, Any
 
 
 def _report(base: Any, model: str, result: Any, skipped: list[tuple[str, str]]) -> int:
+    if _quiet():
+        return 0
     for name, reason in skipped:
         print(f"warning: skipped {name}: {reason}", file=sys.stderr)
     for warning in result.warnings:
@@ -137,7 +150,8 @@ def _instances(args: argparse.Namespace, base: Any) -> int:
     try:
         result = train_instances(config, dataset, report=bar, on_epoch=epoch_line)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return _report(base, args.model, result, dataset.skipped)
 
 
@@ -164,5 +178,6 @@ def _actions(args: argparse.Namespace, base: Any) -> int:
     try:
         result = train_actions(config, dataset, report=bar, on_epoch=epoch_line)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return _report(base, args.model, result, dataset.skipped)

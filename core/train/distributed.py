@@ -1,11 +1,14 @@
 """Training on several processes with DistributedDataParallel (imports torch; load it lazily).
 
 Under ``torchrun`` (the environment holds ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK`` with a
-world of 2 or more) :func:`core.train.loop.train` calls :func:`setup`, which joins the process
-group (gloo on the CPU, nccl on CUDA with the device ``cuda:LOCAL_RANK``). The loop then wraps
-the model in DDP, gives each rank its shard of the training split (a DistributedSampler with a
-fixed seed, ``set_epoch`` every epoch), all-reduces the validation metrics (so every rank takes
-the same early-stopping decision) and writes checkpoints and the log on rank 0 only.
+world of 2 or more) :func:`core.train.loop.train` (semantic models) and
+:func:`core.train.runner.run_epochs` (instance and action models) call :func:`setup`, which
+joins the process group (gloo on the CPU, nccl on CUDA with the device ``cuda:LOCAL_RANK``).
+They then wrap the model in DDP, give each rank its shard of the training split (a
+DistributedSampler with a fixed seed, ``set_epoch`` every epoch), make every rank see the same
+validation metrics (the semantic loop all-reduces each rank's share; the runner scores on rank
+0 and broadcasts the row) so that all take the same early-stopping decision, and write
+checkpoints and the log on rank 0 only.
 
 :func:`launch` is ``segstudio-cli train --nproc N``: it runs N local processes through
 ``torch.distributed.run`` on a free port and prints rank 0's JSON summary.
@@ -71,6 +74,12 @@ class Context:
 
     def any(self, flag: bool) -> bool:
         return bool(self.sum([float(flag)])[0] > 0)
+
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's ``value`` (any picklable object) on every rank; the others pass None."""
+        box = [value]
+        dist.broadcast_object_list(box, src=0, device=self._comm_device())
+        return box[0]
 
     def sync_buffers(self, module: nn.Module) -> None:
         """Average the floating buffers (BatchNorm running statistics) over the ranks: DDP

@@ -11,6 +11,8 @@ checkpoint description, a batch's loss, the validation row and metric) with what
 * gradient accumulation; a batch that does not fit in memory (``torch.OutOfMemoryError``) is
   halved with the accumulation doubled (the effective batch stays), with a warning;
 * cancel between batches (the files already written stay valid: they are written atomically);
+* under torchrun (``segstudio-cli train --nproc N``), DistributedDataParallel over the ranks
+  (:mod:`core.train.distributed`; only rank 0 writes files);
 * early stopping after ``patience`` epochs without a better validation metric;
 * every epoch the "last" checkpoint and, when the metric improved, the "best" one, in
   SegStudio's format with the ``"training"`` state (epoch, optimiser, schedule, scaler,
@@ -107,7 +109,8 @@ def forward(module: nn.Module, x: Any) -> Any:
 def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = None,
                cancel: Any = None, on_epoch: Callable[[dict[str, Any]], None] | None = None,
                ) -> dict[str, Any]:
-    """Train ``task`` as ``config`` says (see the module docstring).
+    """Train ``task`` as ``config`` says (see the module docstring), in this process or, under
+    torchrun, as one rank of DistributedDataParallel training (see :func:`_run`).
 
     Args:
         report: ``report(done, total)`` in batches over the whole run.
@@ -120,9 +123,42 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
         on the CPU in eval mode).
     """
     from core.inference.device import select_device
+    from core.train import distributed
 
     device = select_device(config.device)
+    ctx = distributed.setup(device) if distributed.launched() else None
+    if ctx is None:
+        return _run(config, task, report, cancel, on_epoch, device, None)
+    try:
+        fields = _run(config, task, report, cancel, on_epoch, ctx.device, ctx)
+    except BaseException:
+        ctx.close(failed=True)
+        raise
+    ctx.close()
+    return fields
+
+
+def _run(config: BaseTrainConfig, task: Task, report: ReportFn | None, cancel: Any,
+         on_epoch: Callable[[dict[str, Any]], None] | None, device: torch.device,
+         ctx: Any) -> dict[str, Any]:
+    """:func:`run_epochs` in this process; ``ctx``: a :class:`core.train.distributed.Context`
+    under torchrun (None: a single process).
+
+    Under torchrun the model is wrapped in DDP and each rank trains on its shard of the
+    epoch's order with its own random augmentations (an epoch takes one pass over the training
+    split by all the ranks together, ``--batch-size`` per rank); the accumulation's micro-steps
+    skip DDP's gradient all-reduce, cancel is combined over the ranks, the loss terms are
+    averaged over them and the BatchNorm statistics synced at the end of an epoch. Rank 0
+    scores the validation split and broadcasts the row and metric (every rank takes the same
+    best / early-stopping decision) and alone writes the checkpoints and the log and calls
+    ``on_epoch``. Running out of memory stops the run (a batch is halved in one process only).
+    """
+    from core.train import distributed
+
+    main = ctx is None or ctx.main
+    world = 1 if ctx is None else ctx.world
     module = task.module.to(device)
+    net = module if ctx is None else ctx.wrap(module)
     use_amp = config.amp and device.type == "cuda"
     optimizer = make_optimizer(config.optimizer, module, config.lr, config.weight_decay,
                                config.momentum)
@@ -131,33 +167,41 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     warnings = list(task.warnings)
     batch_size, accumulate = config.batch_size, config.accumulate
-    samples = (config.steps_per_epoch or math.ceil(len(task.train_items) / batch_size)
-               ) * batch_size
+    samples = (config.steps_per_epoch
+               or math.ceil(len(task.train_items) / (batch_size * world))) * batch_size
     start, history, best = 0, [], (-math.inf, 0, None)
     if task.training is not None:
         start, history, best = restore_training(task.training, optimizer, scheduler, scaler)
     warmup = _WarmUp(optimizer, config.warmup if start == 0 else 0)
-    paths = {"best": config.out if best[1] and config.out.is_file() else None,
-             "last": config.last_path if history and config.last_path.is_file() else None}
+    paths = {"best": config.out if main and best[1] and config.out.is_file() else None,
+             "last": config.last_path if main and history and config.last_path.is_file()
+             else None}
     stopped, since_best, done = "completed", epochs_since_best(history, best[1]), 0
     for epoch in range(start, config.epochs):
         began = time.perf_counter()
-        rng = np.random.default_rng([config.seed, epoch])
-        order = epoch_order(task.train_items, samples, rng)
+        if ctx is None:
+            rng = np.random.default_rng([config.seed, epoch])
+            order = epoch_order(task.train_items, samples, rng)
+        else:  # this rank's shard; its own augmentations
+            rng = np.random.default_rng([config.seed, epoch, ctx.rank])
+            order = distributed.shard_order(task.train_items, samples, epoch, config.seed, ctx)
         batches = MicroBatches(samples, batch_size, accumulate)
-        module.train()
+        net.train()
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         kept: dict[str, float] = {}  # the sums at the last optimiser step
         while batches.more():
-            if is_cancelled(cancel):
+            flag = is_cancelled(cancel)
+            if flag if ctx is None else ctx.any(flag):
                 stopped = "cancelled"
                 break
             out_of_memory = False
             try:
-                terms = _step(module, task, order[batches.take()], rng, device, use_amp,
+                terms = _step(net, task, order[batches.take()], rng, device, use_amp,
                               scaler, optimizer, batches, epoch + 1, config.clip_grad, warmup)
             except torch.OutOfMemoryError:
+                if ctx is not None:  # the ranks would part ways
+                    raise
                 out_of_memory = True
             if out_of_memory:  # outside the except block: its frames (and tensors) are freed
                 optimizer.zero_grad(set_to_none=True)
@@ -178,9 +222,17 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
         lr = optimizer.param_groups[0]["lr"]
         warmup.finish()  # the schedule goes on from the base rate
         step_schedule(scheduler)
+        if ctx is not None:  # the sums over the ranks; the same buffers on every rank
+            keys = sorted(sums)
+            sums = dict(zip(keys, ctx.sum([sums[k] for k in keys]).tolist(), strict=True))
+            ctx.sync_buffers(module)
         count = max(1, round(sums.pop("__batches__", 1.0)))
         means = {k: round(v / count, 6) for k, v in sums.items()}
-        validation, metric = task.validate(module, device, batch_size)
+        if ctx is None:
+            validation, metric = task.validate(module, device, batch_size)
+        else:  # scored once (COCO AP needs every image), the same numbers on every rank
+            validation, metric = ctx.broadcast(
+                task.validate(module, device, batch_size) if main else None)
         if metric is None:
             metric = -means[task.loss_key]
         metric = -math.inf if math.isnan(metric) else metric
@@ -192,29 +244,42 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
             best, since_best = (metric, epoch + 1, None), 0
         else:
             since_best += 1
-        state = training_state(epoch + 1, optimizer, scheduler, scaler, history, best)
-        payload = make_payload(config.model, module, task.classes, task.in_channels, task.mean,
-                               task.std, task.model_kwargs,
-                               {**task.meta, "epoch": epoch + 1, "metrics": row}, state)
-        if improved:
-            write_payload(config.out, payload)
-            paths["best"] = config.out
-        write_payload(config.last_path, payload)
-        paths["last"] = config.last_path
-        if config.log is not None:
-            write_log(config.log, history, task.columns)
-        if on_epoch is not None:
-            on_epoch(row)
+        if main:
+            _write_epoch(config, task, module, optimizer, scheduler, scaler, history, best,
+                         row, improved, paths)
+            if on_epoch is not None:
+                on_epoch(row)
         if config.patience and since_best >= config.patience:
             stopped = "early_stopping"
             break
+    if ctx is not None:
+        distributed.dump(ctx, module, {**paths, "log": config.log if main else None})
     module.to("cpu").eval()
     return {"best_epoch": best[1], "best_metric": None if best[1] == 0 else round6(best[0]),
             "epochs_run": len(history), "stopped": stopped, "best_path": paths["best"],
             "last_path": paths["last"],
-            "log_path": config.log if config.log is not None and history else None,
+            "log_path": config.log if main and config.log is not None and history else None,
             "history": history, "classes": list(task.classes), "warnings": warnings,
             "module": module}
+
+
+def _write_epoch(config: BaseTrainConfig, task: Task, module: nn.Module,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler,
+                 history: list[dict[str, Any]], best: tuple[float, int, Any],
+                 row: dict[str, Any], improved: bool, paths: dict[str, Any]) -> None:
+    """An epoch's files: the "last" checkpoint, the "best" one when ``improved``, the log
+    (``paths`` gets the checkpoints written)."""
+    state = training_state(row["epoch"], optimizer, scheduler, scaler, history, best)
+    payload = make_payload(config.model, module, task.classes, task.in_channels, task.mean,
+                           task.std, task.model_kwargs,
+                           {**task.meta, "epoch": row["epoch"], "metrics": row}, state)
+    if improved:
+        write_payload(config.out, payload)
+        paths["best"] = config.out
+    write_payload(config.last_path, payload)
+    paths["last"] = config.last_path
+    if config.log is not None:
+        write_log(config.log, history, task.columns)
 
 
 class _WarmUp:
@@ -241,22 +306,27 @@ class _WarmUp:
             self.done = self.steps + 1
 
 
-def _step(module: nn.Module, task: Task, indices: list[int], rng: np.random.Generator,
+def _step(net: nn.Module, task: Task, indices: list[int], rng: np.random.Generator,
           device: torch.device, use_amp: bool, scaler: torch.amp.GradScaler,
           optimizer: torch.optim.Optimizer, batches: MicroBatches,
           epoch: int, clip_grad: float | None = None, warmup: _WarmUp | None = None,
           ) -> dict[str, float]:
-    """One batch: forward under autocast, backward (scaled, / accumulate), and the optimiser
-    step when the accumulation window ends (warm-up rate, clipped gradients). Returns the
-    loss and its terms."""
-    with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-        loss, terms = task.loss(module, indices, rng, device)
-    value = float(loss.detach())
-    if not math.isfinite(value):
-        raise TrainError(f"The loss is not finite at epoch {epoch} ({terms}); lower the "
-                         f"learning rate.")
-    scaler.scale(loss / batches.accumulate).backward()
-    if batches.stepping():
+    """One batch: forward under autocast, backward (scaled, / accumulate; under DDP the
+    gradients are all-reduced on the window's last batch only), and the optimiser step when
+    the accumulation window ends (warm-up rate, clipped gradients). Returns the loss and its
+    terms. ``net``: the module, or its DDP wrapper."""
+    from core.train.distributed import no_sync
+
+    stepping = batches.stepping()
+    with no_sync(net, not stepping):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            loss, terms = task.loss(net, indices, rng, device)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise TrainError(f"The loss is not finite at epoch {epoch} ({terms}); lower the "
+                             f"learning rate.")
+        scaler.scale(loss / batches.accumulate).backward()
+    if stepping:
         if clip_grad is not None:
             scaler.unscale_(optimizer)
             params = [p for group in optimizer.param_groups for p in group["params"]]
