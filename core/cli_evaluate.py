@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.cli_models import DEVICES
@@ -226,9 +226,9 @@ def _evaluate_instances(args: argparse.Namespace, base: Any) -> dict[str, Any]:
     samples = _matched_instances(loaded, dataset)
     threshold = SCORE_THRESHOLD if args.score_threshold is None else args.score_threshold
     bar = base._ProgressBar(f"evaluate {args.model}")
-    try:  # evaluate_instance_model goes through the samples once, in order
-        result = evaluate_instance_model(loaded, _reporting(samples, bar), threshold,
-                                         args.device)
+    bar(0, len(samples))
+    try:
+        result = evaluate_instance_model(loaded, samples, threshold, args.device, report=bar)
     finally:
         bar.close()
     return {"model": args.model, "weights": loaded.label, "samples": len(samples),
@@ -256,16 +256,6 @@ def _instance_count(sample: Any) -> int:
 
     classes = {row.class_index for row in sample.table.values() if row.class_index != 0}
     return sum(1 for _ in iter_instance_masks(sample.instance_map, sample.table, classes))
-
-
-def _reporting(samples: list[Any], report: Callable[[int, int], None]) -> Iterator[Any]:
-    """``samples`` one by one, calling ``report(done, total)`` as each is taken and at the
-    end."""
-    total = len(samples)
-    for done, sample in enumerate(samples):
-        report(done, total)
-        yield sample
-    report(total, total)
 
 
 # -- action models ---------------------------------------------------------------------------------

@@ -307,8 +307,10 @@ def instance_loss(module: nn.Module, images: list[torch.Tensor],
 
 
 def evaluate_instance_model(loaded: Any, samples: list[InstanceSample],
-                            score_threshold: float = 0.05, device: str = "auto") -> Any:
-    """COCO mask and box AP (``core.metrics.EvalResult``) of a loaded model on ``samples``."""
+                            score_threshold: float = 0.05, device: str = "auto",
+                            report: ReportFn | None = None) -> Any:
+    """COCO mask and box AP (``core.metrics.EvalResult``) of a loaded model on ``samples``;
+    ``report(done, total)`` after each image."""
     from core.inference.instances import InstanceSettings, predict_instances, to_coco_results
     from core.metrics import evaluate_instances
 
@@ -318,6 +320,8 @@ def evaluate_instance_model(loaded: Any, samples: list[InstanceSample],
         prediction = predict_instances(loaded, sample.image, settings)
         gt[sample.name] = (sample.instance_map, sample.table)
         predictions[sample.name] = to_coco_results(prediction, number)
+        if report is not None:
+            report(number, len(samples))
     return evaluate_instances(gt, predictions, per_image=False)
 
 
