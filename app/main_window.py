@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QScrollArea,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -102,7 +103,10 @@ class MainWindow(SliceViewsMixin, InstancesVideoMixin, QMainWindow):
         self.tabifyDockWidget(docks[1], self._dock("Instances", self.instances_panel, right))
         self.tabifyDockWidget(docks[1], self._dock("Actions", self.actions_panel, right))
         docks[1].raise_()
-        self.resizeDocks(docks[:2], [300, 200], Qt.Orientation.Vertical)
+        # seven tabs side by side elide to two letters each: along the dock's edge, with the
+        # tabbed panels given most of the height, each keeps its whole name
+        self.setTabPosition(right, QTabWidget.TabPosition.East)
+        self.resizeDocks(docks[:2], [220, 600], Qt.Orientation.Vertical)
         self.resizeDocks(docks, [360, 360, 220], Qt.Orientation.Horizontal)
         self.cursor_label = QLabel("")
         self.statusBar().addPermanentWidget(self.cursor_label)

@@ -288,3 +288,22 @@ def test_dropping_files_opens_them_then_adds_to_the_project(qtbot, window, sampl
     drop([other])  # a folder dropped on an open project joins it
     assert [i.name for i in window.workspace.items] == ["camera", "coffee", "cat"]
     assert window.workspace.project.folder == sample_copy / ".segstudio"
+
+
+def test_every_panel_tab_shows_its_whole_name(qtbot, window, sample_copy):
+    """Seven panels share the right dock: their tabs stand along its edge, each long enough
+    for its title (side by side they were cut to two letters)."""
+    from PySide6.QtWidgets import QTabBar
+
+    window.resize(1400, 900)
+    window.show()
+    assert window.open_paths([str(sample_copy)])
+    qtbot.waitExposed(window)
+    bars = [bar for bar in window.findChildren(QTabBar) if bar.isVisible() and bar.count() >= 7]
+    assert len(bars) == 1
+    bar = bars[0]
+    titles = [bar.tabText(i) for i in range(bar.count())]
+    assert titles == ["Display", "Models", "Assist", "3D", "Video", "Instances", "Actions"]
+    for i, title in enumerate(titles):
+        room = bar.tabRect(i).height()  # the tabs run down the dock's side
+        assert room >= bar.fontMetrics().horizontalAdvance(title), title
