@@ -26,16 +26,17 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+T = TypeVar("T")
 DUMP_ENV = "SEGSTUDIO_DDP_DUMP"
 ARGV_ENV = "SEGSTUDIO_DDP_ARGV"  # the command line of core.train.ddp_worker (JSON)
 
@@ -122,6 +123,25 @@ def setup(device: torch.device) -> Context:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
                                 world_size=world)
     return Context(rank, dist.get_world_size(), local_rank, device, owned)
+
+
+def run(device_name: str, body: Callable[[torch.device, Context | None], T]) -> T:
+    """``body(device, ctx)`` on the device ``device_name`` selects: in a single process with
+    ``ctx`` None, or under torchrun inside the process group (joined here, on this rank's
+    device; left afterwards, marked failed when ``body`` raised)."""
+    from core.inference.device import select_device
+
+    device = select_device(device_name)
+    if not launched():
+        return body(device, None)
+    ctx = setup(device)
+    try:
+        result = body(ctx.device, ctx)
+    except BaseException:
+        ctx.close(failed=True)
+        raise
+    ctx.close()
+    return result
 
 
 def shard_order(train_idx: list[int], needed: int, epoch: int, seed: int,

@@ -209,20 +209,10 @@ def train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None = 
         TrainDataError: empty data, classes the model lacks. TrainError: bad options or a
         resume file that does not fit. The errors of ``load_model`` for weights.
     """
-    from core.inference.device import select_device
     from core.train import distributed
 
-    device = select_device(config.device)
-    ctx = distributed.setup(device) if distributed.launched() else None
-    if ctx is None:
-        return _train(config, dataset, report, cancel, on_epoch, device, ctx)
-    try:
-        result = _train(config, dataset, report, cancel, on_epoch, device, ctx)
-    except BaseException:
-        ctx.close(failed=True)
-        raise
-    ctx.close()
-    return result
+    return distributed.run(config.device, lambda device, ctx: _train(
+        config, dataset, report, cancel, on_epoch, device, ctx))
 
 
 def _train(config: TrainConfig, dataset: TrainDataset, report: ReportFn | None, cancel: Any,

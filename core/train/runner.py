@@ -122,20 +122,10 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
         The :class:`core.train.common.BaseTrainResult` fields (``best_epoch``... ``module``,
         on the CPU in eval mode).
     """
-    from core.inference.device import select_device
     from core.train import distributed
 
-    device = select_device(config.device)
-    ctx = distributed.setup(device) if distributed.launched() else None
-    if ctx is None:
-        return _run(config, task, report, cancel, on_epoch, device, None)
-    try:
-        fields = _run(config, task, report, cancel, on_epoch, ctx.device, ctx)
-    except BaseException:
-        ctx.close(failed=True)
-        raise
-    ctx.close()
-    return fields
+    return distributed.run(config.device, lambda device, ctx: _run(
+        config, task, report, cancel, on_epoch, device, ctx))
 
 
 def _run(config: BaseTrainConfig, task: Task, report: ReportFn | None, cancel: Any,
