@@ -4,8 +4,8 @@ schedule construction, the micro-batches of an epoch (gradient accumulation, a b
 it does not fit in memory), checkpoint payloads with their training state written atomically,
 resuming from them, and the metrics CSV.
 
-Used by :mod:`core.train.loop` (semantic models) and :mod:`core.train.runner` (the epochs of
-:mod:`core.train.instances` and :mod:`core.train.actions`).
+Used by :mod:`core.train.runner` (the epochs of :mod:`core.train.loop` (semantic models),
+:mod:`core.train.instances` and :mod:`core.train.actions`) and those modules.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ class BaseTrainConfig:
             epoch with its optimiser, schedule and history.
         log: Metrics CSV (rewritten every epoch).
         warmup: Optimiser steps at the start of a new run over which the learning rate rises
-            linearly from ``lr / 1000`` to ``lr`` (0: none; instance and action runs only).
+            linearly from ``lr / 1000`` to ``lr`` (0: none).
         clip_grad: Clip the gradients' global L2 norm to this before each optimiser step
-            (None: no clipping; instance and action runs only).
+            (None: no clipping).
     """
 
     model: str
@@ -335,7 +335,7 @@ class MicroBatches:
         self.pos, self.in_window = self.window_start, 0
 
 
-# -- epochs of the semantic loop --------------------------------------------------------------------
+# -- epochs -----------------------------------------------------------------------------------------
 def epoch_order(train_idx: list[int], needed: int, rng: np.random.Generator) -> list[int]:
     order: list[int] = []
     while len(order) < needed:
@@ -350,25 +350,21 @@ def epochs_since_best(history: list[dict[str, Any]], best_epoch: int) -> int:
 @torch.no_grad()
 def validate(module: nn.Module, images: list[np.ndarray], labels: list[np.ndarray],
               val_idx: list[int], loss_fn: Callable, device: torch.device, use_amp: bool,
-              classes: list[str], ctx: Any = None) -> tuple[float | None, Any]:
-    """Validation loss and scores; under DDP each rank scores its share of ``val_idx`` and
-    the sums are all-reduced (every rank gets the same numbers)."""
+              classes: list[str]) -> tuple[float | None, Any]:
+    """Validation loss and per-class scores of a semantic model on the whole images
+    ``val_idx`` (None, None without any)."""
     if not val_idx:
         return None, None
     module.eval()
     matrix = np.zeros((len(classes), len(classes)), np.int64)
     losses = []
-    for i in (val_idx if ctx is None else val_idx[ctx.rank::ctx.world]):
+    for i in val_idx:
         x = torch.from_numpy(images[i])[None].to(device)
         y = torch.from_numpy(labels[i])[None].to(device)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = as_logits(module(x))
         losses.append(float(loss_fn(logits, y)))
         matrix += confusion_matrix(labels[i], logits.argmax(1)[0].cpu().numpy(), len(classes))
-    if ctx is not None:
-        summed = ctx.sum([sum(losses), len(losses), *matrix.ravel().tolist()])
-        matrix = np.rint(summed[2:]).astype(np.int64).reshape(matrix.shape)
-        return float(summed[0] / summed[1]), scores_from_confusion(matrix, classes)
     return float(np.mean(losses)), scores_from_confusion(matrix, classes)
 
 
@@ -433,15 +429,6 @@ def make_payload(model: str, module: nn.Module, classes: list[str], in_channels:
         "meta": _plain({"created": created, **meta}),
         "training": training,
     }
-
-
-def checkpoint_payload(config: Any, model: Any, module: nn.Module, training: dict[str, Any],
-                       row: dict[str, Any], source: str) -> dict[str, Any]:
-    """:func:`make_payload` of the semantic loop."""
-    return make_payload(config.model, module, model.classes, model.in_channels, model.mean,
-                        model.std, model.model_kwargs,
-                        {"epoch": row["epoch"], "metrics": row, "data": source,
-                         "loss": config.loss, "patch": config.patch}, training)
 
 
 def write_payload(path: Path, payload: dict[str, Any]) -> None:

@@ -1,8 +1,8 @@
-"""The epochs of instance and action training (imports torch; load it lazily).
+"""The epochs of semantic, instance and action training (imports torch; load it lazily).
 
 :func:`run_epochs` trains a :class:`Task` (what differs between the tasks: the model with its
-checkpoint description, a batch's loss, the validation row and metric) with what every run of
-:class:`core.train.common.BaseTrainConfig` gets:
+checkpoint description, a batch's loss, the validation row, metric and details) with what every
+run of :class:`core.train.common.BaseTrainConfig` gets:
 
 * the optimiser (AdamW or SGD) and the schedule (cosine, step or none; stepped per epoch);
 * mixed precision on CUDA only (float16 autocast and a GradScaler; off on the CPU and MPS);
@@ -56,7 +56,9 @@ from core.train.common import (
 
 LossFn = Callable[[nn.Module, list[int], np.random.Generator, torch.device],
                   tuple[torch.Tensor, dict[str, float]]]
-ValidateFn = Callable[[nn.Module, torch.device, int], tuple[dict[str, Any], float | None]]
+ValidateFn = Callable[[nn.Module, torch.device, int],
+                      tuple[dict[str, Any], float | None]
+                      | tuple[dict[str, Any], float | None, Any]]
 
 
 @dataclass
@@ -71,11 +73,16 @@ class Task:
         loss: ``loss(module, indices, rng, device)``: a batch's loss (a scalar tensor) and
             named terms (floats) averaged into the epoch's row; run under autocast.
         validate: ``validate(module, device, batch_size)``: the row's validation columns and
-            the metric to maximise (None: no validation, minus the training loss then).
+            the metric to maximise (None: no validation, minus the training loss then),
+            optionally followed by details (plain data: per-class scores...) that the run keeps
+            for the best epoch in ``best_details`` and the training state.
         columns: The CSV columns (``epoch`` first; ``lr`` and ``seconds`` are filled here).
         loss_key: The column of the epoch's mean training loss.
         warnings: For the user; the run adds its own.
         training: The ``"training"`` state of the checkpoint to resume (None: a new run).
+        passes: Passes over the training split in an epoch without ``steps_per_epoch`` (the
+            semantic loop's ``accumulate``: as many optimiser steps as batches in one pass).
+        best_details: Set by the run: the best epoch's validation details (None without).
     """
 
     module: nn.Module
@@ -92,6 +99,8 @@ class Task:
     loss_key: str = "train_loss"
     warnings: list[str] = field(default_factory=list)
     training: dict[str, Any] | None = None
+    passes: int = 1
+    best_details: Any = None
 
 
 def to_device(x: Any, device: torch.device) -> Any:
@@ -120,7 +129,7 @@ def run_epochs(config: BaseTrainConfig, task: Task, report: ReportFn | None = No
 
     Returns:
         The :class:`core.train.common.BaseTrainResult` fields (``best_epoch``... ``module``,
-        on the CPU in eval mode).
+        on the CPU in eval mode); ``task.best_details`` holds the best epoch's details.
     """
     from core.train import distributed
 
@@ -157,8 +166,8 @@ def _run(config: BaseTrainConfig, task: Task, report: ReportFn | None, cancel: A
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     warnings = list(task.warnings)
     batch_size, accumulate = config.batch_size, config.accumulate
-    samples = (config.steps_per_epoch
-               or math.ceil(len(task.train_items) / (batch_size * world))) * batch_size
+    samples = (config.steps_per_epoch or task.passes * math.ceil(
+        len(task.train_items) / (batch_size * world))) * batch_size
     start, history, best = 0, [], (-math.inf, 0, None)
     if task.training is not None:
         start, history, best = restore_training(task.training, optimizer, scheduler, scaler)
@@ -219,19 +228,19 @@ def _run(config: BaseTrainConfig, task: Task, report: ReportFn | None, cancel: A
         count = max(1, round(sums.pop("__batches__", 1.0)))
         means = {k: round(v / count, 6) for k, v in sums.items()}
         if ctx is None:
-            validation, metric = task.validate(module, device, batch_size)
+            scored = task.validate(module, device, batch_size)
         else:  # scored once (COCO AP needs every image), the same numbers on every rank
-            validation, metric = ctx.broadcast(
-                task.validate(module, device, batch_size) if main else None)
+            scored = ctx.broadcast(task.validate(module, device, batch_size) if main else None)
+        validation, metric, details = (*scored, None)[:3]
         if metric is None:
-            metric = -means[task.loss_key]
+            metric = -sums[task.loss_key] / count  # not rounded, as the best metric is kept
         metric = -math.inf if math.isnan(metric) else metric
         row = _row(task.columns, {"epoch": epoch + 1, **means, **validation, "lr": lr,
                                   "seconds": round(time.perf_counter() - began, 3)})
         history.append(row)
         improved = metric > best[0] or best[1] == 0
         if improved:
-            best, since_best = (metric, epoch + 1, None), 0
+            best, since_best = (metric, epoch + 1, details), 0
         else:
             since_best += 1
         if main:
@@ -245,6 +254,7 @@ def _run(config: BaseTrainConfig, task: Task, report: ReportFn | None, cancel: A
     if ctx is not None:
         distributed.dump(ctx, module, {**paths, "log": config.log if main else None})
     module.to("cpu").eval()
+    task.best_details = best[2]
     return {"best_epoch": best[1], "best_metric": None if best[1] == 0 else round6(best[0]),
             "epochs_run": len(history), "stopped": stopped, "best_path": paths["best"],
             "last_path": paths["last"],
