@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from PySide6.QtGui import QAction, QActionGroup
-from PySide6.QtWidgets import QCheckBox, QLabel, QSpinBox, QToolBar, QWidget
+from PySide6.QtWidgets import QCheckBox, QLabel, QToolBar, QWidget
 
 from app.canvas.tools import TOOLS, ToolController
+from app.widgets import spin_box
 
 TOOL_TEXT = {"brush": "Brush (B)", "eraser": "Eraser (E)", "fill": "Fill (F)",
              "polygon": "Polygon (P)", "pan": "Pan (H)", "crosshair": "Crosshair (C)",
@@ -31,10 +32,7 @@ class ToolOptionsBar(QToolBar):
             self.tool_actions[name] = action
         self.addSeparator()
         self.addWidget(QLabel(" Size "))
-        self.size_box = QSpinBox()
-        self.size_box.setObjectName("brush_size")
-        self.size_box.setRange(1, 512)
-        self.size_box.setSuffix(" px")
+        self.size_box = spin_box(1, 512, suffix=" px", name="brush_size")
         self.size_box.setToolTip("Brush diameter ([ smaller, ] larger)")
         self.size_box.setValue(tools.brush_size)
         self.size_box.valueChanged.connect(tools.set_brush_size)

@@ -25,13 +25,11 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
@@ -44,6 +42,7 @@ from app.dialogs.train_tasks import (
     trainable_models,
     training_data,
 )
+from app.widgets import double_spin_box, spin_box
 from core.errors import SegStudioError
 from core.models import model_info
 from core.models.action_specs import clip_spec
@@ -123,45 +122,22 @@ class TrainDialog(JobDialog):
 
     # -- form --------------------------------------------------------------------------------------
     def _task_widgets(self) -> None:
-        self.patch = QSpinBox()
-        self.patch.setRange(32, 2048)
-        self.patch.setSingleStep(32)
-        self.patch.setValue(256)
-        self.patch.setSuffix(" px")
-        self.max_side = QSpinBox()
-        self.max_side.setObjectName("train_max_side")
-        self.max_side.setRange(0, 8192)
-        self.max_side.setSingleStep(64)
-        self.max_side.setValue(512)
-        self.max_side.setSuffix(" px")
-        self.max_side.setSpecialValueText("as they are")
+        self.patch = spin_box(32, 2048, 256, step=32, suffix=" px")
+        self.max_side = spin_box(0, 8192, 512, step=64, suffix=" px", special="as they are",
+                                 name="train_max_side")
         self.max_side.setToolTip("Images are scaled down to this longer side for training, and "
                                  "the trained detector scales images to it when it runs.")
         self.evaluate = QCheckBox("Score the validation images (mask AP) every epoch")
         self.evaluate.setChecked(True)
-        self.frames = QSpinBox()
-        self.frames.setObjectName("train_frames")
-        self.frames.setRange(1, 512)
-        self.stride = QSpinBox()
-        self.stride.setObjectName("train_stride")
-        self.stride.setRange(0, 30)
-        self.stride.setSpecialValueText("the model's frame rate")
-        self.stride.setPrefix("every ")
-        self.stride.setSuffix(" frame(s)")
+        self.frames = spin_box(1, 512, name="train_frames")
+        self.stride = spin_box(0, 30, prefix="every ", suffix=" frame(s)",
+                               special="the model's frame rate", name="train_stride")
 
     def _shared_widgets(self, project: Project) -> None:
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 1000)
-        self.steps = QSpinBox()
-        self.steps.setObjectName("train_steps")
-        self.steps.setRange(0, 100000)
-        self.steps.setSpecialValueText("one pass over the data")
-        self.batch = QSpinBox()
-        self.batch.setRange(1, 256)
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(5)
-        self.lr.setRange(1e-5, 1.0)
-        self.lr.setSingleStep(1e-4)
+        self.epochs = spin_box(1, 1000)
+        self.steps = spin_box(0, 100000, special="one pass over the data", name="train_steps")
+        self.batch = spin_box(1, 256)
+        self.lr = double_spin_box(1e-5, 1.0, step=1e-4, decimals=5)
         self.optimizer = QComboBox()
         self.optimizer.addItems(OPTIMIZERS)
         self.device = QComboBox()

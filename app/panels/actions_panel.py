@@ -17,7 +17,6 @@ import numpy as np
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -26,12 +25,12 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from app.panels.model_choice import ModelChoice
+from app.widgets import double_spin_box, spin_box
 from app.worker import JobControls
 from app.workspace import Workspace
 from core.annotation.segments import SegmentError, SegmentTrack, propose_segments
@@ -73,30 +72,16 @@ class ActionsPanel(QWidget):
             self.buttons[name] = button
         self.choice = ModelChoice("action", self, lambda text: self.status.setText(text),
                                   lazy=True)
-        self.step = QSpinBox()
-        self.step.setRange(0, 10000)
-        self.step.setSpecialValueText("one clip span")
-        self.step.setPrefix("every ")
-        self.step.setSuffix(" frames")
-        self.stride = QSpinBox()
-        self.stride.setRange(0, 30)
-        self.stride.setSpecialValueText("stride: the model's rate")
-        self.stride.setPrefix("frame stride ")
+        self.step = spin_box(0, 10000, prefix="every ", suffix=" frames", special="one clip span")
+        self.stride = spin_box(0, 30, prefix="frame stride ", special="stride: the model's rate")
         self.run = QPushButton("Score the video")
         self.run.setObjectName("classify_video")
         self.run.clicked.connect(self.run_model)
         self.cancel = QPushButton("Cancel")
         self.progress = QProgressBar()
-        self.threshold = QDoubleSpinBox()
-        self.threshold.setRange(0.0, 1.0)
-        self.threshold.setSingleStep(0.05)
-        self.threshold.setValue(0.5)
-        self.min_frames = QSpinBox()
-        self.min_frames.setRange(1, 10000)
-        self.min_frames.setValue(8)
-        self.smooth = QSpinBox()
-        self.smooth.setRange(1, 301)
-        self.smooth.setValue(5)
+        self.threshold = double_spin_box(0.0, 1.0, 0.5, step=0.05)
+        self.min_frames = spin_box(1, 10000, 8)
+        self.smooth = spin_box(1, 301, 5)
         self.propose = QPushButton("Propose segments")
         self.propose.setObjectName("propose_segments")
         self.propose.clicked.connect(lambda: self._guard(self.propose_segments))

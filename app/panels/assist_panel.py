@@ -20,11 +20,11 @@ from PySide6.QtWidgets import (
     QLabel,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from app.widgets import spin_box
 from app.worker import Job
 from app.workspace import Workspace
 from core.classical import grabcut, otsu_threshold, remove_small
@@ -81,11 +81,8 @@ class AssistPanel(QWidget):
         self.job: Job | None = None
         self.dark = QCheckBox("dark objects")
         self.dark.setObjectName("otsu_dark")
-        self.min_size = QSpinBox()
-        self.min_size.setObjectName("otsu_min_size")
-        self.min_size.setRange(0, 10_000_000)
-        self.min_size.setSuffix(" px")
-        self.min_size.setSpecialValueText("keep all")
+        self.min_size = spin_box(0, 10_000_000,
+                                 suffix=" px", special="keep all", name="otsu_min_size")
         self.otsu_button = QPushButton("Threshold (Otsu)")
         self.otsu_button.setObjectName("run_otsu")
         self.grabcut_button = QPushButton("GrabCut from the class's box")

@@ -20,7 +20,6 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -30,7 +29,6 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSlider,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -38,6 +36,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.panels.model_choice import ModelChoice
+from app.widgets import double_spin_box, spin_box
 from app.worker import JobControls
 from app.workspace import Workspace
 from core.annotation.instances import (
@@ -136,22 +135,10 @@ class InstancesPanel(QWidget):
         self.status.setWordWrap(True)
         # Detection with an instance model (Mask R-CNN)
         self.choice = ModelChoice("instance", self, self.status.setText, lazy=True)
-        self.score_threshold = QDoubleSpinBox()
-        self.score_threshold.setRange(0.0, 1.0)
-        self.score_threshold.setSingleStep(0.05)
-        self.score_threshold.setValue(0.5)
-        self.mask_threshold = QDoubleSpinBox()
-        self.mask_threshold.setRange(0.05, 0.95)
-        self.mask_threshold.setSingleStep(0.05)
-        self.mask_threshold.setValue(0.5)
-        self.max_detections = QSpinBox()
-        self.max_detections.setRange(1, 1000)
-        self.max_detections.setValue(100)
-        self.tile = QSpinBox()
-        self.tile.setRange(0, 8192)
-        self.tile.setSingleStep(128)
-        self.tile.setSpecialValueText("whole image")
-        self.tile.setSuffix(" px")
+        self.score_threshold = double_spin_box(0.0, 1.0, 0.5, step=0.05)
+        self.mask_threshold = double_spin_box(0.05, 0.95, 0.5, step=0.05)
+        self.max_detections = spin_box(1, 1000, 100)
+        self.tile = spin_box(0, 8192, step=128, suffix=" px", special="whole image")
         self.detect = QPushButton("Detect instances")
         self.detect.setObjectName("detect_instances")
         self.detect.clicked.connect(self.run_detection)

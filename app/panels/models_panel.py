@@ -17,19 +17,18 @@ from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from app.panels.model_choice import ModelChoice
+from app.widgets import double_spin_box, spin_box
 from app.worker import Job
 from app.workspace import Workspace
 from core.errors import SegStudioError
@@ -82,15 +81,8 @@ class ModelsPanel(QWidget):
         self.model, self.weights = self.choice.model, self.choice.weights
         self.device = QComboBox()
         self.device.addItems(DEVICES)
-        self.tile = QSpinBox()
-        self.tile.setRange(64, 4096)
-        self.tile.setSingleStep(64)
-        self.tile.setValue(512)
-        self.tile.setSuffix(" px")
-        self.overlap = QDoubleSpinBox()
-        self.overlap.setRange(0.0, 0.9)
-        self.overlap.setSingleStep(0.05)
-        self.overlap.setValue(0.25)
+        self.tile = spin_box(64, 4096, 512, step=64, suffix=" px")
+        self.overlap = double_spin_box(0.0, 0.9, 0.25, step=0.05)
         self.confidence = QCheckBox("Show confidence")
         self.confidence.setObjectName("confidence_toggle")
         self.progress = QProgressBar()

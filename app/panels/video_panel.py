@@ -23,7 +23,6 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -31,11 +30,11 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSlider,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
+from app.widgets import double_spin_box, spin_box
 from app.worker import Job
 from app.workspace import Workspace
 from core.errors import SegStudioError
@@ -80,9 +79,7 @@ class VideoPanel(QWidget):
         self.method.setObjectName("flow_method")
         for text, name in METHODS:
             self.method.addItem(text, name)
-        self.step = QSpinBox()
-        self.step.setRange(1, 30)
-        self.step.setPrefix("to frame +")
+        self.step = spin_box(1, 30, prefix="to frame +")
         self.show_color = QCheckBox("Colour code")
         self.show_color.setObjectName("flow_color")
         self.show_arrows = QCheckBox("Arrows")
@@ -91,13 +88,8 @@ class VideoPanel(QWidget):
         self.show_magnitude.setObjectName("flow_magnitude")
         self.show_tracks = QCheckBox("Point tracks (Lucas-Kanade)")
         self.show_tracks.setObjectName("flow_tracks")
-        self.arrow_step = QSpinBox()
-        self.arrow_step.setRange(4, 128)
-        self.arrow_step.setValue(16)
-        self.arrow_step.setSuffix(" px grid")
-        self.arrow_scale = QDoubleSpinBox()
-        self.arrow_scale.setRange(0.1, 50.0)
-        self.arrow_scale.setValue(3.0)
+        self.arrow_step = spin_box(4, 128, 16, suffix=" px grid")
+        self.arrow_scale = double_spin_box(0.1, 50.0, 3.0)
         self.arrow_scale.setPrefix("x")
         self.opacity = QSlider(Qt.Orientation.Horizontal)
         self.opacity.setRange(0, 100)
@@ -113,10 +105,7 @@ class VideoPanel(QWidget):
         self.method.currentIndexChanged.connect(self._overlay_settings_changed)
         self.opacity.valueChanged.connect(self._overlay_settings_changed)
 
-        self.frames = QSpinBox()
-        self.frames.setObjectName("propagate_frames")
-        self.frames.setRange(1, 10000)
-        self.frames.setValue(10)
+        self.frames = spin_box(1, 10000, 10, name="propagate_frames")
         self.forward = QPushButton("Propagate forward")
         self.forward.setObjectName("propagate_forward")
         self.backward = QPushButton("Propagate backward")
