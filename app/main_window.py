@@ -107,7 +107,7 @@ class MainWindow(SliceViewsMixin, InstancesVideoMixin, QMainWindow):
         # tabbed panels given most of the height, each keeps its whole name
         self.setTabPosition(right, QTabWidget.TabPosition.East)
         self.resizeDocks(docks[:2], [220, 600], Qt.Orientation.Vertical)
-        self.resizeDocks(docks, [360, 360, 220], Qt.Orientation.Horizontal)
+        self.resizeDocks(docks, [430, 430, 220], Qt.Orientation.Horizontal)
         self.cursor_label = QLabel("")
         self.statusBar().addPermanentWidget(self.cursor_label)
         self._build_actions()
