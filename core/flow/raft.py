@@ -21,9 +21,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from core.flow.errors import FlowError
 from core.inference.device import select_device
 from core.models.errors import WeightsMismatchError, WeightsNotFoundError
 from core.models.loading import is_segstudio_checkpoint, resolve_weights_file, safe_torch_load
-from core.models.weights import Weights
+from core.models.weights import Weights, torchvision_weights
 
 RAFT_MODELS = ("raft_small", "raft_large")
 PAD_MULTIPLE = 8  # the feature encoder works at 1/8 resolution
@@ -54,18 +53,11 @@ _CACHE_SIZE = 2  # loaded networks kept, per (model, weights, device)
 
 def _record(member: Any, model: str) -> Weights:
     """Describe one torchvision weights enum member (no download)."""
-    file_name = PurePosixPath(urlparse(member.url).path).name
-    stem = file_name.rsplit(".", 1)[0]
-    digest = stem.rsplit("-", 1)[1] if "-" in stem else None
-    metrics = {f"{dataset} {metric}": float(value)
-               for dataset, values in member.meta.get("_metrics", {}).items()
-               for metric, value in values.items()}
     stages = member.name.rsplit("_", 1)[0].split("_")  # "C_T_SKHT_V2" -> ["C", "T", "SKHT"]
     trained = " then ".join("+".join(_DATASETS.get(c, c) for c in stage) for stage in stages)
-    return Weights(name=f"{model}.{member.name.lower()}", model=model, source="torchvision",
-                   file_name=file_name, url=member.url, sha256=digest, classes=(),
-                   in_channels=3, mean=RAFT_MEAN, std=RAFT_STD, metrics=metrics,
-                   description=f"torchvision {member.name}: trained on {trained}")
+    return torchvision_weights(member, f"{model}.{member.name.lower()}", model, classes=(),
+                               mean=RAFT_MEAN, std=RAFT_STD,
+                               description=f"torchvision {member.name}: trained on {trained}")
 
 
 RAFT_WEIGHTS: dict[str, Weights] = {

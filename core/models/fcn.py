@@ -14,16 +14,14 @@ Builders never touch the network: ``weights=None, weights_backbone=None`` always
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 from torchvision.models import segmentation as tv_segmentation
 
-from core.models.weights import Weights
+from core.models.weights import Weights, torchvision_weights
 
 
 class TorchvisionSegmentation(nn.Module):
@@ -105,19 +103,7 @@ def weights_from_enum(member: Any, model: str, variant: str, description: str = 
         variant: Suffix of the weights name (``"<model>.<variant>"``).
         description: One line for menus.
     """
-    file_name = PurePosixPath(urlparse(member.url).path).name
-    stem = file_name.rsplit(".", 1)[0]
-    digest = stem.rsplit("-", 1)[1] if "-" in stem else None
-    preprocess = member.transforms()
-    metrics = {f"{dataset} {metric}": float(value)
-               for dataset, values in member.meta.get("_metrics", {}).items()
-               for metric, value in values.items()}
-    return Weights(
-        name=f"{model}.{variant}", model=model, source="torchvision", file_name=file_name,
-        url=member.url, sha256=digest, classes=tuple(member.meta["categories"]), in_channels=3,
-        mean=tuple(float(v) for v in preprocess.mean), std=tuple(float(v) for v in preprocess.std),
-        metrics=metrics, description=description,
-    )
+    return torchvision_weights(member, f"{model}.{variant}", model, description=description)
 
 
 _COCO_VOC = "COCO train2017, the 20 Pascal VOC categories + background"

@@ -39,16 +39,14 @@ have any class count (background included).
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 from torch import nn
 from torchvision.models import detection as tv_detection
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from core.models.fcn import replace_first_conv
-from core.models.weights import IMAGENET_MEAN, IMAGENET_STD, Weights
+from core.models.weights import IMAGENET_MEAN, IMAGENET_STD, Weights, torchvision_weights
 
 COCO_NUM_CLASSES = 91  # the official weights: background + 90 COCO ids (80 used, 10 "N/A")
 _TRAINABLE_LAYERS = ("layer4", "layer3", "layer2", "layer1", "conv1")
@@ -67,17 +65,8 @@ def detection_weights(member: Any, model: str, variant: str, description: str = 
         variant: Suffix of the weights name (``"<model>.<variant>"``).
         description: One line for menus.
     """
-    file_name = PurePosixPath(urlparse(member.url).path).name
-    stem = file_name.rsplit(".", 1)[0]
-    digest = stem.rsplit("-", 1)[1] if "-" in stem else None
-    metrics = {f"{dataset} {metric}": float(value)
-               for dataset, values in member.meta.get("_metrics", {}).items()
-               for metric, value in values.items()}
-    return Weights(
-        name=f"{model}.{variant}", model=model, source="torchvision", file_name=file_name,
-        url=member.url, sha256=digest, classes=tuple(member.meta["categories"]), in_channels=3,
-        mean=IMAGENET_MEAN, std=IMAGENET_STD, metrics=metrics, description=description,
-    )
+    return torchvision_weights(member, f"{model}.{variant}", model, description=description,
+                               mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 
 _COCO = "COCO train2017, 80 object categories (labels are COCO category ids)"

@@ -30,14 +30,12 @@ Input (B, 3, T, H, W) normalised clips, output class scores (B, C); see the clip
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlparse
 
 from torch import nn
 from torchvision.models import video as tv_video
 
-from core.models.weights import Weights
+from core.models.weights import Weights, torchvision_weights
 
 KINETICS400_CLASSES = 400
 
@@ -48,19 +46,7 @@ def video_weights(member: Any, model: str, variant: str, description: str = "") 
     File name and hash prefix come from the URL, class names from ``meta["categories"]``,
     mean and std from the member's ``VideoClassification`` transforms.
     """
-    file_name = PurePosixPath(urlparse(member.url).path).name
-    stem = file_name.rsplit(".", 1)[0]
-    digest = stem.rsplit("-", 1)[1] if "-" in stem else None
-    transforms = member.transforms()  # a preset object: no file, no network
-    metrics = {f"{dataset} {metric}": float(value)
-               for dataset, values in member.meta.get("_metrics", {}).items()
-               for metric, value in values.items()}
-    return Weights(
-        name=f"{model}.{variant}", model=model, source="torchvision", file_name=file_name,
-        url=member.url, sha256=digest, classes=tuple(member.meta["categories"]), in_channels=3,
-        mean=tuple(float(v) for v in transforms.mean),
-        std=tuple(float(v) for v in transforms.std), metrics=metrics, description=description,
-    )
+    return torchvision_weights(member, f"{model}.{variant}", model, description=description)
 
 
 _K400 = "Kinetics-400, 400 human action classes"

@@ -7,6 +7,9 @@ Plain data, no torch: the GUI lists weights without importing torch. Loading liv
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import urlparse
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -48,3 +51,35 @@ class Weights:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def torchvision_weights(member: Any, name: str, model: str, *, description: str = "",
+                        mean: tuple[float, ...] | None = None,
+                        std: tuple[float, ...] | None = None,
+                        classes: tuple[str, ...] | None = None) -> Weights:
+    """Describe one torchvision weights enum member as :class:`Weights` (no download).
+
+    The file name and its hash prefix come from the URL, the metrics from ``meta["_metrics"]``,
+    the classes from ``meta["categories"]`` and mean / std from the member's preprocessing
+    preset (``member.transforms()``: an object, no file, no network), unless given.
+
+    Args:
+        member: e.g. ``FCN_ResNet50_Weights.COCO_WITH_VOC_LABELS_V1``.
+        name: The weights name (``"<model>.<variant>"``).
+        model: Registered model name.
+    """
+    file_name = PurePosixPath(urlparse(member.url).path).name
+    stem = file_name.rsplit(".", 1)[0]
+    digest = stem.rsplit("-", 1)[1] if "-" in stem else None
+    metrics = {f"{dataset} {metric}": float(value)
+               for dataset, values in member.meta.get("_metrics", {}).items()
+               for metric, value in values.items()}
+    if mean is None or std is None:
+        preset = member.transforms()
+        mean = tuple(float(v) for v in preset.mean) if mean is None else mean
+        std = tuple(float(v) for v in preset.std) if std is None else std
+    return Weights(
+        name=name, model=model, source="torchvision", file_name=file_name, url=member.url,
+        sha256=digest, in_channels=3, mean=mean, std=std, metrics=metrics,
+        classes=tuple(member.meta["categories"]) if classes is None else classes,
+        description=description)
