@@ -76,3 +76,23 @@ def shuffled(count: int, seed: int = 0) -> list[int]:
     return order
 
 
+
+
+def write_astronaut_pan(path: Path, frames: int, size: tuple[int, int], *, fps: float = 25.0,
+                        shift: int = 2, top: int = 100, left: int = 150,
+                        fourcc: str = "FFV1") -> list[np.ndarray]:
+    """A clip of scikit-image's astronaut seen through a ``size`` (width, height) window whose
+    left edge starts at (``left``, ``top``) and moves right by ``shift`` px a frame (content
+    moves left); returns the RGB frames written (FFV1 is lossless: what decodes)."""
+    source = skdata.astronaut()
+    width, height = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+    assert writer.isOpened(), f"OpenCV cannot write {fourcc} into {path.suffix}"
+    written = []
+    for t in range(frames):
+        x = left + shift * t
+        rgb = np.ascontiguousarray(source[top:top + height, x:x + width])
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        written.append(rgb)
+    writer.release()
+    return written

@@ -32,3 +32,12 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     return attempts
+
+
+@pytest.fixture
+def restore_opencv_log_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI sets OpenCV's log variables (setdefault) in this process: the test runs with
+    them set as the CLI sets them and they are undone afterwards. Use with
+    ``pytestmark = pytest.mark.usefixtures("restore_opencv_log_env")``."""
+    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")

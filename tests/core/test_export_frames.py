@@ -12,6 +12,7 @@ import pytest
 from dicom_series import run_cli
 from PIL import Image
 from skimage import data
+from video_clips import write_astronaut_pan
 
 from core.annotation.classes import LabelClass
 from core.annotation.session import EditSession
@@ -28,15 +29,7 @@ FRAMES, HEIGHT, WIDTH, FPS = 12, 96, 128, 10.0
 
 def write_clip(path: Path) -> list[np.ndarray]:
     """A lossless (FFV1) clip of the astronaut panning 2 px a frame; returns the RGB frames."""
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), FPS, (WIDTH, HEIGHT))
-    written = []
-    for t in range(FRAMES):
-        rgb = np.ascontiguousarray(source[100:100 + HEIGHT, 150 + 2 * t:150 + 2 * t + WIDTH])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(rgb)
-    writer.release()
-    return written
+    return write_astronaut_pan(path, FRAMES, (WIDTH, HEIGHT), fps=FPS)
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -45,11 +38,7 @@ def read_png(path: Path) -> np.ndarray:
     return array
 
 
-@pytest.fixture(autouse=True)
-def _restore_log_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The CLI sets OpenCV's log variables (setdefault) in this process: undo it afterwards."""
-    monkeypatch.setenv("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    monkeypatch.setenv("OPENCV_LOG_LEVEL", "ERROR")
+pytestmark = pytest.mark.usefixtures("restore_opencv_log_env")
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sqlite3
 import cv2
 import numpy as np
 import pytest
-from skimage import data
+from video_clips import write_astronaut_pan
 
 from core.annotation.session import EditSession
 from core.annotation.tools import PaintRule
@@ -22,15 +22,7 @@ from core.project.store import Project
 def write_clip(path, frames: int = 12, size: tuple[int, int] = (96, 128)) -> list[np.ndarray]:
     """An MJPG clip of a real image (the astronaut) panning 2 px a frame; returns RGB frames."""
     height, width = size
-    source = data.astronaut()
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (width, height))
-    written = []
-    for t in range(frames):
-        rgb = np.ascontiguousarray(source[100:100 + height, 150 + 2 * t:150 + 2 * t + width])
-        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        written.append(rgb)
-    writer.release()
-    return written
+    return write_astronaut_pan(path, frames, (width, height), fps=10.0, fourcc="MJPG")
 
 
 @pytest.fixture
