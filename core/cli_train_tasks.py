@@ -145,14 +145,8 @@ def _instances(args: argparse.Namespace, base: Any) -> int:
                                                              args.min_size // 800)}
     config = InstanceTrainConfig(**_run_options(args), model_kwargs=kwargs,
                                  evaluate=not args.no_eval, augment=not args.no_augment)
-    bar, epoch_line = _progress(base, f"train {args.model}",
-                                ("loss", "loss_mask", "mask_ap", "box_ap"))
-    try:
-        result = train_instances(config, dataset, report=bar, on_epoch=epoch_line)
-    finally:
-        if bar is not None:
-            bar.close()
-    return _report(base, args.model, result, dataset.skipped)
+    return _train(base, args.model, train_instances, config, dataset,
+                  ("loss", "loss_mask", "mask_ap", "box_ap"))
 
 
 def _actions(args: argparse.Namespace, base: Any) -> int:
@@ -173,11 +167,18 @@ def _actions(args: argparse.Namespace, base: Any) -> int:
     else:
         with base._open_project(args.project, read_only=True) as project:
             dataset = action_dataset_from_project(project, config.spec(), config.stride)
-    bar, epoch_line = _progress(base, f"train {args.model}",
-                                ("train_loss", "val_loss", "top1", "top5"))
+    return _train(base, args.model, train_actions, config, dataset,
+                  ("train_loss", "val_loss", "top1", "top5"))
+
+
+def _train(base: Any, model: str, run: Any, config: Any, dataset: Any,
+           columns: tuple[str, ...]) -> int:
+    """``run(config, dataset)`` with a progress bar and a line per epoch (``columns``), then
+    the summary."""
+    bar, epoch_line = _progress(base, f"train {model}", columns)
     try:
-        result = train_actions(config, dataset, report=bar, on_epoch=epoch_line)
+        result = run(config, dataset, report=bar, on_epoch=epoch_line)
     finally:
         if bar is not None:
             bar.close()
-    return _report(base, args.model, result, dataset.skipped)
+    return _report(base, model, result, dataset.skipped)
